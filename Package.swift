@@ -1,0 +1,71 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// One module per concern; see docs/ARCHITECTURE.md. The C libraries come from Debian's
+// -dev packages through pkg-config and are only ever touched by their Swift wrapper module.
+let package = Package(
+    name: "ciphertail",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "ciphertail", targets: ["ciphertail"]),
+        .executable(name: "ciphertail-bench", targets: ["CiphertailBench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        // C libraries (system library targets).
+        .systemLibrary(name: "CBSON", path: "Sources/C/CBSON", pkgConfig: "libbson-1.0",
+                       providers: [.apt(["libbson-dev"])]),
+        .systemLibrary(name: "CMongoC", path: "Sources/C/CMongoC", pkgConfig: "libmongoc-1.0",
+                       providers: [.apt(["libmongoc-dev"])]),
+        .systemLibrary(name: "CZstd", path: "Sources/C/CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/C/COpenSSL", pkgConfig: "openssl",
+                       providers: [.apt(["libssl-dev"])]),
+        // libmongocrypt.pc names a static archive that SwiftPM refuses, so no pkgConfig here.
+        .systemLibrary(name: "CMongoCrypt", path: "Sources/C/CMongoCrypt",
+                       providers: [.apt(["libmongocrypt-dev"])]),
+
+        // Swift layers that own the C libraries' memory.
+        .target(name: "BSON", dependencies: ["CBSON"]),
+        .target(name: "Mongo", dependencies: ["BSON", "CMongoC", "CBSON"]),
+        .target(name: "Zstd", dependencies: ["CZstd"]),
+        .target(name: "Digest", dependencies: ["COpenSSL"]),
+        .target(name: "FieldCrypto", dependencies: ["BSON", "CMongoCrypt", "CBSON"]),
+
+        // Domain modules.
+        .target(name: "Durable"),
+        .target(name: "Archive", dependencies: ["BSON", "Zstd", "Digest", "Durable"]),
+        .target(name: "Pipeline", dependencies: ["Yams"]),
+        .target(name: "Capture", dependencies: [
+            "BSON", "Mongo", "Archive", "Digest", .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "Restore", dependencies: [
+            "BSON", "Mongo", "Archive", .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // Thin CLI and the benchmark.
+        .executableTarget(name: "ciphertail", dependencies: [
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "CiphertailBench", dependencies: [
+            "BSON", "Mongo", "Archive", "Zstd",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // Tests: pure modules alone, the rest against the real mongod (see Tests/README.md).
+        .target(name: "TestSupport", dependencies: ["BSON", "Mongo"], path: "Tests/TestSupport"),
+        .testTarget(name: "BSONTests", dependencies: ["BSON"]),
+        .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
+        .testTarget(name: "IntegrationTests", dependencies: [
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport",
+        ]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,138 @@
+import Durable
+import Foundation
+
+/// The repository: a folder of backups (docs/FORMAT.md, "Repository layout").
+///
+///     ciphertail-repo.json
+///     backups/<id>/manifest.json
+///     backups/<id>/data/<n>-<seq>.seg
+///     backups/<id>/events/<seq>.seg
+public final class Repository {
+    public let path: String
+    public static let configName = "ciphertail-repo.json"
+
+    public struct Config: Codable {
+        public var format = "ciphertail-repo"
+        public var version = 1
+        public var id: String
+        public var createdAt: Date
+    }
+
+    /// Opens a repository; with `create`, makes it when the folder is empty or absent.
+    public init(path: String, create: Bool = false) throws {
+        self.path = (path as NSString).standardizingPath
+        let configPath = (self.path as NSString).appendingPathComponent(Repository.configName)
+        if FileManager.default.fileExists(atPath: configPath) { return }
+        guard create else { throw ArchiveError.notARepository(self.path) }
+        try Durable.makeDirectory(self.path)
+        if access(self.path, W_OK) != 0 { throw FileError(operation: "write to repository", path: self.path, errno: EACCES) }
+        let existing = (try? FileManager.default.contentsOfDirectory(atPath: self.path)) ?? []
+        if !existing.isEmpty {
+            throw FileError(operation: "create a repository in non-empty folder", path: self.path, errno: EEXIST)
+        }
+        try Durable.makeDirectory(backupsPath)
+        let config = Config(id: UUID().uuidString.lowercased(), createdAt: Date())
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.dateEncodingStrategy = .iso8601
+        try Durable.writeFile(Array(try e.encode(config)) + [0x0A], to: configPath)
+    }
+
+    public var backupsPath: String { (path as NSString).appendingPathComponent("backups") }
+
+    public func backupPath(_ id: String) -> String { (backupsPath as NSString).appendingPathComponent(id) }
+
+    public func manifestPath(_ id: String) -> String { (backupPath(id) as NSString).appendingPathComponent("manifest.json") }
+
+    /// Backup ids that have a manifest, oldest first (ids sort by time).
+    public func backupIDs() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: backupsPath)) ?? []
+        return names.filter { FileManager.default.fileExists(atPath: manifestPath($0)) }.sorted()
+    }
+
+    /// Backup folders without a manifest: interrupted backups.
+    public func incompleteBackupIDs() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: backupsPath)) ?? []
+        return names.filter { !FileManager.default.fileExists(atPath: manifestPath($0)) }.sorted()
+    }
+
+    public func manifest(_ id: String) throws -> Manifest {
+        let p = manifestPath(id)
+        guard FileManager.default.fileExists(atPath: p) else {
+            throw ArchiveError.unknownBackup(id: id, available: backupIDs())
+        }
+        return try Manifest.decode(try Durable.readFile(p), path: p)
+    }
+
+    /// The newest complete backup.
+    public func latest() throws -> Manifest {
+        guard let id = backupIDs().last else { throw ArchiveError.unknownBackup(id: "(latest)", available: []) }
+        return try manifest(id)
+    }
+
+    /// Manifests that load, plus the ids whose manifest does not.
+    public func listBackups() -> (manifests: [Manifest], unreadable: [(id: String, error: Error)]) {
+        var ok: [Manifest] = []
+        var bad: [(String, Error)] = []
+        for id in backupIDs() {
+            do { ok.append(try manifest(id)) } catch { bad.append((id, error)) }
+        }
+        return (ok, bad)
+    }
+
+    /// Starts a new backup folder; the backup exists for readers once `commit` writes the manifest.
+    public func beginBackup(at date: Date = Date()) throws -> BackupWriter {
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPad(8)
+        let id = "\(f.string(from: date))-\(suffix)"
+        let dir = backupPath(id)
+        try Durable.makeDirectory(dir)
+        try Durable.makeDirectory((dir as NSString).appendingPathComponent("data"))
+        try Durable.makeDirectory((dir as NSString).appendingPathComponent("events"))
+        return BackupWriter(repository: self, id: id, path: dir)
+    }
+
+    public func segmentPath(backup id: String, _ segment: SegmentInfo) -> String {
+        (backupPath(id) as NSString).appendingPathComponent(segment.path)
+    }
+}
+
+public final class BackupWriter {
+    public let repository: Repository
+    public let id: String
+    public let path: String
+    public private(set) var committed = false
+
+    init(repository: Repository, id: String, path: String) {
+        self.repository = repository
+        self.id = id
+        self.path = path
+    }
+
+    public func segmentWriter(relativePath: String, kind: RecordKind, level: Int32,
+                              blockBytes: Int = SegmentFormat.defaultBlockBytes) throws -> SegmentWriter {
+        try SegmentWriter(path: (path as NSString).appendingPathComponent(relativePath), relativePath: relativePath,
+                          kind: kind, level: level, blockBytes: blockBytes)
+    }
+
+    /// Writes the manifest; from here on the backup is visible and restorable.
+    public func commit(_ manifest: Manifest) throws {
+        precondition(manifest.id == id)
+        try Durable.writeFile(try manifest.encoded(), to: repository.manifestPath(id))
+        committed = true
+    }
+
+    /// Removes an unfinished backup folder (its segments are useless without a manifest).
+    public func discard() {
+        guard !committed else { return }
+        try? FileManager.default.removeItem(atPath: path)
+        try? Durable.fsyncDirectory(repository.backupsPath)
+    }
+}
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+}

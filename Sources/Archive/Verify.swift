@@ -1,0 +1,66 @@
+import BSON
+import Digest
+import Foundation
+
+/// What `verify` found in one backup.
+public struct VerifyReport: Codable, Sendable {
+    public struct Problem: Codable, Sendable, CustomStringConvertible {
+        public var segment: String
+        public var offset: Int?
+        public var reason: String
+        public var description: String {
+            "\(segment)" + (offset.map { " at offset \($0)" } ?? "") + ": \(reason)"
+        }
+    }
+    public var backup: String
+    public var segments: Int
+    public var blocks: Int64
+    public var records: Int64
+    public var bytes: Int64
+    public var problems: [Problem]
+    public var ok: Bool { problems.isEmpty }
+}
+
+/// Reads every block of every segment of a backup: block checksums, decompression, record
+/// framing and BSON structure, footers, and the manifest's whole-file hashes and counts.
+public enum Verifier {
+    public static func verify(_ manifest: Manifest, in repo: Repository, progress: ((Int64) -> Void)? = nil) -> VerifyReport {
+        var report = VerifyReport(backup: manifest.id, segments: 0, blocks: 0, records: 0, bytes: 0, problems: [])
+        for s in manifest.allSegments {
+            let path = repo.segmentPath(backup: manifest.id, s)
+            report.segments += 1
+            do {
+                let reader = try SegmentReader(path: path)
+                var blocks: Int64 = 0
+                var records: Int64 = 0
+                while let block = try reader.nextBlock() {
+                    blocks += 1
+                    records += Int64(block.recordCount)
+                    var index = 0
+                    try block.forEachRecord { raw in
+                        do {
+                            try Document.validate(raw)
+                        } catch {
+                            throw ArchiveError.damaged(segment: path, offset: block.offset, reason: "record \(index) of the block: \(error)")
+                        }
+                        index += 1
+                    }
+                    progress?(Int64(reader.position))
+                }
+                report.blocks += blocks
+                report.records += records
+                report.bytes += Int64(reader.fileSize)
+                if reader.fileHash.finalize().hexString != s.sha256 {
+                    report.problems.append(.init(segment: path, offset: nil, reason: "file hash differs from the manifest"))
+                } else if records != s.records || blocks != s.blocks || Int64(reader.fileSize) != s.size {
+                    report.problems.append(.init(segment: path, offset: nil, reason: "counts differ from the manifest"))
+                }
+            } catch ArchiveError.damaged(let seg, let offset, let reason) {
+                report.problems.append(.init(segment: seg, offset: offset, reason: reason))
+            } catch {
+                report.problems.append(.init(segment: path, offset: nil, reason: "\(error)"))
+            }
+        }
+        return report
+    }
+}

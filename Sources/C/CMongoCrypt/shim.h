@@ -1,0 +1,1 @@
+#include <mongocrypt/mongocrypt.h>

@@ -1,0 +1,212 @@
+import Archive
+import BSON
+import Foundation
+import Logging
+import Mongo
+
+public enum CaptureError: Error, CustomStringConvertible {
+    case unreachable(hosts: String, reason: String)
+    case notReplicaSet(hosts: String)
+    case eventTooLarge(reason: String)
+    case changeStream(reason: String)
+
+    public var description: String {
+        switch self {
+        case .unreachable(let h, let r): return "cannot reach MongoDB at \(h): \(r)"
+        case .notReplicaSet(let h):
+            return "\(h) is a standalone mongod: change streams need a replica set (start mongod with --replSet and run rs.initiate(), even for a single node)"
+        case .eventTooLarge(let r):
+            return "a change event was too large for the server to deliver (16 MB limit; MongoDB 6.0 cannot split events): \(r)"
+        case .changeStream(let r): return "change stream failed: \(r)"
+        }
+    }
+}
+
+public struct BackupOptions {
+    public var connection: ConnectionString
+    public var repository: String
+    public var namespaces: [NamespacePattern] = []
+    public var compressionLevel: Int32 = 3
+    public var blockBytes = SegmentFormat.defaultBlockBytes
+    /// A data segment closes at this much record data and the next one starts.
+    public var segmentBytes = 256 << 20
+    public var progress: ((BackupProgress) -> Void)?
+
+    public init(connection: ConnectionString, repository: String) {
+        self.connection = connection
+        self.repository = repository
+    }
+}
+
+public struct BackupProgress {
+    public var namespace: String
+    public var documents: Int64
+    public var bytes: Int64
+    public var expectedDocuments: Int64
+}
+
+/// Takes a consistent logical backup, the way `mongodump --oplog` does, with a change stream
+/// in place of the oplog: the stream opens at cluster time T0 before any collection is read,
+/// the collections are copied, and the stream is drained up to T1, the cluster time after the
+/// last copy. Replaying the captured events on the copied documents yields the data as of T1.
+public final class BackupRunner {
+    let options: BackupOptions
+    let logger: Logger
+
+    public init(_ options: BackupOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    static let excludedDatabases: Set<String> = ["admin", "local", "config"]
+    /// System collections that are not data (views and time series are rebuilt from their
+    /// listCollections entries; the profiler cannot be written).
+    static func isCopied(_ collection: String) -> Bool {
+        if collection == "system.js" { return true }
+        return !collection.hasPrefix("system.")
+    }
+
+    public func run() throws -> Manifest {
+        let pool: ClientPool
+        let hello: Document
+        do {
+            pool = try ClientPool(options.connection)
+            hello = try pool.withClient { try $0.runCommand(["hello": 1]) }
+        } catch let e as MongoError {
+            throw CaptureError.unreachable(hosts: options.connection.hosts, reason: e.message)
+        }
+        let setName = hello["setName"]?.stringValue
+        guard setName != nil || hello["msg"]?.stringValue == "isdbgrid" else {
+            throw CaptureError.notReplicaSet(hosts: options.connection.hosts)
+        }
+        let buildInfo = try pool.withClient { try $0.runCommand(["buildInfo": 1]) }
+        let repo = try Repository(path: options.repository, create: true)
+        let createdAt = Date()
+        guard let t0 = hello["operationTime"]?.timestampValue else {
+            throw CaptureError.changeStream(reason: "the server reply carries no operationTime")
+        }
+        let writer = try repo.beginBackup(at: createdAt)
+        logger.info("backup started", metadata: ["backup": "\(writer.id)", "startClusterTime": "\(t0)"])
+        do {
+            let events = try EventCapture(pool: pool, start: t0, filter: changeStreamFilter(), writer: writer,
+                                          level: options.compressionLevel, logger: logger)
+            try events.start()
+            var entries: [NamespaceEntry] = []
+            do {
+                let targets = try pool.withClient { try self.listNamespaces($0) }
+                for (index, target) in targets.enumerated() {
+                    entries.append(try pool.withClient { try copy(target, index: index, client: $0, writer: writer) })
+                }
+            } catch {
+                _ = try? events.stop(at: nil)
+                throw error
+            }
+            // T1: the latest applied cluster time once every copy is done.
+            let t1 = try pool.withClient { try $0.runCommand(["ping": 1]) }["operationTime"]?.timestampValue ?? t0
+            let log = try events.stop(at: t1)
+            let manifest = Manifest(
+                id: writer.id, createdAt: createdAt, completedAt: Date(),
+                source: SourceInfo(hosts: options.connection.hosts, replicaSet: setName,
+                                   serverVersion: buildInfo["version"]?.stringValue),
+                compression: CompressionInfo(codec: "zstd", level: Int(options.compressionLevel)),
+                clusterTime: ClusterTimeRange(start: t0, end: t1),
+                resumeTokens: ResumeTokens(start: log.startToken?.canonicalJSON, end: log.endToken?.canonicalJSON),
+                namespaces: entries, events: EventLog(count: log.count, segments: log.segments))
+            try writer.commit(manifest)
+            logger.info("backup complete", metadata: [
+                "backup": "\(writer.id)", "documents": "\(manifest.documentCount)", "events": "\(log.count)",
+                "consistentClusterTime": "\(t1)",
+            ])
+            return manifest
+        } catch {
+            writer.discard()
+            throw error
+        }
+    }
+
+    struct Target {
+        var namespace: Namespace
+        var type: String
+        var options: Document
+        var dataCollection: String?
+    }
+
+    func listNamespaces(_ client: Client) throws -> [Target] {
+        var out: [Target] = []
+        for db in try client.databaseNames().sorted() where !BackupRunner.excludedDatabases.contains(db) {
+            if !options.namespaces.isEmpty && !options.namespaces.contains(where: { $0.matches(database: db) }) { continue }
+            for info in try client.database(db).listCollections() {
+                guard let name = info["name"]?.stringValue, BackupRunner.isCopied(name) else { continue }
+                let ns = Namespace(database: db, collection: name)
+                guard options.namespaces.matches(ns) else { continue }
+                let type = info["type"]?.stringValue ?? "collection"
+                let data: String? = switch type {
+                case "timeseries": "system.buckets.\(name)"
+                case "view": nil
+                default: name
+                }
+                out.append(Target(namespace: ns, type: type, options: info["options"]?.documentValue ?? Document(), dataCollection: data))
+            }
+        }
+        return out.sorted { $0.namespace < $1.namespace }
+    }
+
+    func changeStreamFilter() -> Document {
+        if options.namespaces.isEmpty {
+            return ["ns.db": .document(["$nin": .array(BackupRunner.excludedDatabases.sorted().map { .string($0) })])]
+        }
+        let alternatives: [BSONValue] = options.namespaces.map { p in
+            var d = DocumentBuilder()
+            if p.database != "*" { d.append("ns.db", .string(p.database)) }
+            if p.collection != "*" { d.append("ns.coll", .string(p.collection)) }
+            return .document(d.document)
+        }
+        return ["$or": .array(alternatives)]
+    }
+
+    func copy(_ target: Target, index: Int, client: Client, writer: BackupWriter) throws -> NamespaceEntry {
+        let ns = target.namespace
+        let indexes = target.type == "view" ? [] : try client.collection(ns).listIndexes()
+        var entry = NamespaceEntry(namespace: ns.description, type: target.type, options: target.options.canonicalJSON,
+                                   indexes: indexes.map(\.canonicalJSON), dataCollection: target.dataCollection ?? "")
+        guard let dataName = target.dataCollection else { return entry }
+        let source = client.collection(Namespace(database: ns.database, collection: dataName))
+        let expected = (try? source.estimatedCount()) ?? 0
+        var sequence = 0
+        var segment: SegmentWriter?
+        var progress = BackupProgress(namespace: ns.description, documents: 0, bytes: 0, expectedDocuments: expected)
+        var lastReport = Date()
+        func rotate() throws {
+            if let s = segment { entry.segments.append(try s.finish()) }
+            sequence += 1
+            segment = try writer.segmentWriter(relativePath: String(format: "data/%04d-%06d.seg", index, sequence),
+                                               kind: .document, level: options.compressionLevel, blockBytes: options.blockBytes)
+        }
+        do {
+            try rotate()
+            // Natural order, no sort: capped collections must come back in insertion order.
+            let cursor = source.find(Document(), options: ["batchSize": 2000])
+            while try cursor.nextRaw({ raw in
+                if segment!.pendingRecordBytes >= options.segmentBytes { try rotate() }
+                try segment!.append(raw)
+                progress.documents += 1
+                progress.bytes += Int64(raw.count)
+            }) {
+                if let report = options.progress, progress.documents % 4096 == 0, Date().timeIntervalSince(lastReport) > 1 {
+                    lastReport = Date()
+                    report(progress)
+                }
+            }
+            entry.segments.append(try segment!.finish())
+            segment = nil
+        } catch {
+            segment?.abort()
+            throw error
+        }
+        options.progress?(progress)
+        entry.documents = progress.documents
+        entry.bytes = progress.bytes
+        logger.debug("copied namespace", metadata: ["namespace": "\(ns)", "documents": "\(progress.documents)"])
+        return entry
+    }
+}

@@ -1,0 +1,269 @@
+import Archive
+import BSON
+import Foundation
+import Logging
+import Mongo
+
+public enum RestoreError: Error, CustomStringConvertible {
+    case targetNotEmpty([String])
+    case unreachable(hosts: String, reason: String)
+    case failed(namespace: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .targetNotEmpty(let ns):
+            return "refusing to restore into collections that already hold data: \(ns.joined(separator: ", ")); pass --drop to replace them"
+        case .unreachable(let h, let r): return "cannot reach MongoDB at \(h): \(r)"
+        case .failed(let ns, let r): return "restore of \(ns) failed: \(r)"
+        }
+    }
+}
+
+public struct RestoreOptions {
+    public var connection: ConnectionString
+    public var repository: String
+    public var backupID: String?
+    public var include: [NamespacePattern] = []
+    public var mapping: NamespaceMapping?
+    public var drop = false
+    public var workers = 4
+    public var progress: ((RestoreProgress) -> Void)?
+
+    public init(connection: ConnectionString, repository: String) {
+        self.connection = connection
+        self.repository = repository
+    }
+}
+
+public struct RestoreProgress {
+    public var documents: Int64
+    public var expectedDocuments: Int64
+}
+
+public struct RestoreSummary: Codable {
+    public var backup: String
+    public var namespaces: [String: String]  // source to target
+    public var documents: Int64
+    public var eventsApplied: Int64
+    public var indexes: Int
+    public var consistentClusterTime: String
+    public var seconds: Double
+}
+
+/// Recreates collections with their options, loads documents with parallel bulk inserts,
+/// replays the captured events to the consistent point, then builds the indexes.
+public final class RestoreRunner {
+    let options: RestoreOptions
+    let logger: Logger
+
+    public init(_ options: RestoreOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    struct Plan {
+        var entry: NamespaceEntry
+        var source: Namespace
+        var target: Namespace
+    }
+
+    func target(of ns: Namespace) -> Namespace? {
+        guard options.include.matches(ns) else { return nil }
+        return options.mapping?.map(ns) ?? ns
+    }
+
+    public func run() throws -> RestoreSummary {
+        let started = Date()
+        let repo = try Repository(path: options.repository)
+        let manifest = try options.backupID.map { try repo.manifest($0) } ?? repo.latest()
+        let plans: [Plan] = manifest.namespaces.compactMap { e in
+            guard let ns = Namespace(e.namespace), let t = target(of: ns) else { return nil }
+            return Plan(entry: e, source: ns, target: t)
+        }
+        // Every segment must be present before anything in the target changes.
+        for s in plans.flatMap(\.entry.segments) + manifest.events.segments {
+            let p = repo.segmentPath(backup: manifest.id, s)
+            guard FileManager.default.fileExists(atPath: p) else { throw ArchiveError.missingSegment(p) }
+        }
+        let pool: ClientPool
+        do {
+            pool = try ClientPool(options.connection)
+            try pool.withClient { _ = try $0.runCommand(["ping": 1]) }
+        } catch let e as MongoError {
+            throw RestoreError.unreachable(hosts: options.connection.hosts, reason: e.message)
+        }
+        try pool.withClient { try prepare(plans, client: $0) }
+        let loaded = try load(plans, manifest: manifest, repo: repo, pool: pool)
+        let applied = try pool.withClient { try replay(manifest, repo: repo, client: $0) }
+        let indexes = try pool.withClient { try buildIndexes(plans, client: $0) }
+        return RestoreSummary(
+            backup: manifest.id,
+            namespaces: Dictionary(uniqueKeysWithValues: plans.map { ($0.source.description, $0.target.description) }),
+            documents: loaded, eventsApplied: applied, indexes: indexes,
+            consistentClusterTime: manifest.clusterTime.end.description, seconds: Date().timeIntervalSince(started))
+    }
+
+    /// Refuses non-empty targets (unless --drop), then creates collections and views.
+    func prepare(_ plans: [Plan], client: Client) throws {
+        var existing: [Namespace: Document] = [:]
+        for db in Set(plans.map(\.target.database)) {
+            for info in try client.database(db).listCollections() {
+                if let name = info["name"]?.stringValue { existing[Namespace(database: db, collection: name)] = info }
+            }
+        }
+        if !options.drop {
+            let busy = try plans.filter { p in
+                guard let info = existing[p.target] else { return false }
+                if info["type"]?.stringValue == "view" { return true }
+                return try client.collection(p.target).find(Document(), options: ["limit": 1, "projection": ["_id": 1]]).next() != nil
+            }
+            if !busy.isEmpty { throw RestoreError.targetNotEmpty(busy.map(\.target.description)) }
+        }
+        for p in plans where options.drop && existing[p.target] != nil {
+            try client.collection(p.target).drop()
+            existing[p.target] = nil
+        }
+        // Views last: they may be defined on collections restored here.
+        for p in plans.sorted(by: { ($0.entry.type == "view" ? 1 : 0) < ($1.entry.type == "view" ? 1 : 0) }) {
+            if existing[p.target] != nil { continue }
+            var create = DocumentBuilder()
+            create.append("create", .string(p.target.collection))
+            for (k, v) in p.entry.optionsDocument.elements {
+                if k == "viewOn", let on = v.stringValue,
+                   let mapped = target(of: Namespace(database: p.source.database, collection: on)),
+                   mapped.database == p.target.database {
+                    create.append(k, .string(mapped.collection))
+                } else {
+                    create.append(k, v)
+                }
+            }
+            do {
+                try client.runCommand(create.document, database: p.target.database)
+            } catch let e as MongoError {
+                throw RestoreError.failed(namespace: p.target.description, reason: "create: \(e.message)")
+            }
+        }
+    }
+
+    struct Work {
+        var target: Namespace
+        var block: Block
+    }
+
+    /// One reader decompresses blocks in order; `workers` threads insert them in bulk. Capped
+    /// collections load on one ordered stream to keep their natural order.
+    func load(_ plans: [Plan], manifest: Manifest, repo: Repository, pool: ClientPool) throws -> Int64 {
+        let expected = plans.reduce(Int64(0)) { $0 + $1.entry.documents }
+        let queue = BlockingQueue<Work>(capacity: max(2, options.workers * 2))
+        let lock = NSLock()
+        var failure: Error?
+        var inserted: Int64 = 0
+        var lastReport = Date()
+        func fail(_ e: Error) {
+            lock.lock(); if failure == nil { failure = e }; lock.unlock()
+            queue.close()
+        }
+        func insert(_ w: Work, client: Client) throws {
+            let bulk = client.collection(w.target).bulk(ordered: false)
+            try w.block.forEachRecord { try bulk.insert(raw: $0) }
+            do {
+                try bulk.execute()
+            } catch let e as MongoError {
+                throw RestoreError.failed(namespace: w.target.description, reason: e.message)
+            }
+            lock.lock()
+            inserted += Int64(w.block.recordCount)
+            let report = Date().timeIntervalSince(lastReport) > 1
+            if report { lastReport = Date() }
+            let n = inserted
+            lock.unlock()
+            if report { options.progress?(RestoreProgress(documents: n, expectedDocuments: expected)) }
+        }
+        let group = DispatchGroup()
+        for _ in 0..<max(1, options.workers) {
+            group.enter()
+            let t = Thread {
+                defer { group.leave() }
+                pool.withClient { client in
+                    while let w = queue.take() {
+                        lock.lock(); let failed = failure != nil; lock.unlock()
+                        if failed { continue }
+                        do { try insert(w, client: client) } catch { fail(error) }
+                    }
+                }
+            }
+            t.name = "ciphertail.restore-worker"
+            t.start()
+        }
+        let isCapped = { (p: Plan) in p.entry.optionsDocument["capped"]?.boolValue == true }
+        do {
+            for p in plans where !p.entry.dataCollection.isEmpty && !isCapped(p) {
+                let dataTarget = Namespace(database: p.target.database,
+                                           collection: p.entry.type == "timeseries" ? "system.buckets.\(p.target.collection)" : p.target.collection)
+                for s in p.entry.segments {
+                    let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
+                    while let block = try reader.nextBlock() {
+                        if !queue.put(Work(target: dataTarget, block: block)) { break }
+                    }
+                }
+            }
+        } catch {
+            fail(error)
+        }
+        queue.close()
+        group.wait()
+        if let failure { throw failure }
+        for p in plans where isCapped(p) {
+            try pool.withClient { client in
+                for s in p.entry.segments {
+                    let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
+                    while let block = try reader.nextBlock() {
+                        let bulk = client.collection(p.target).bulk(ordered: true)
+                        try block.forEachRecord { try bulk.insert(raw: $0) }
+                        try bulk.execute()
+                        inserted += Int64(block.recordCount)
+                    }
+                }
+            }
+        }
+        options.progress?(RestoreProgress(documents: inserted, expectedDocuments: expected))
+        return inserted
+    }
+
+    func replay(_ manifest: Manifest, repo: Repository, client: Client) throws -> Int64 {
+        let applier = EventApplier(client: client, logger: logger) { self.target(of: $0) }
+        for s in manifest.events.segments {
+            let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
+            while let block = try reader.nextBlock() {
+                try block.forEachRecord { raw in
+                    try applier.apply(Document(trusted: Array(raw)))
+                }
+            }
+        }
+        try applier.flush()
+        return applier.applied
+    }
+
+    func buildIndexes(_ plans: [Plan], client: Client) throws -> Int {
+        var built = 0
+        for p in plans where p.entry.type != "view" {
+            let hasCollation = p.entry.optionsDocument["collation"] != nil
+            let specs: [BSONValue] = p.entry.indexDocuments.compactMap { spec in
+                if spec["name"]?.stringValue == "_id_" { return nil }  // created with the collection
+                // An index listed without a collation on a collection with a default one was
+                // built with the simple collation; say so, or it would inherit the default.
+                if hasCollation && spec["collation"] == nil { return .document(spec.setting("collation", .document(["locale": "simple"]))) }
+                return .document(spec)
+            }
+            guard !specs.isEmpty else { continue }
+            do {
+                try client.runCommand(["createIndexes": .string(p.target.collection), "indexes": .array(specs)],
+                                      database: p.target.database)
+            } catch let e as MongoError {
+                throw RestoreError.failed(namespace: p.target.description, reason: "createIndexes: \(e.message)")
+            }
+            built += specs.count
+        }
+        return built
+    }
+}

@@ -1,0 +1,27 @@
+import ArgumentParser
+
+@main
+struct Ciphertail: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ciphertail",
+        abstract: "Encrypted logical backup and replication sidecar for MongoDB.",
+        discussion: """
+        A backup is a consistent logical copy: every document of the chosen collections, their \
+        options and indexes, plus the change events that happened while the copy ran, so that a \
+        restore brings the data to one cluster time. Backups live in a repository folder of \
+        zstd-compressed, checksummed segments (docs/FORMAT.md).
+
+        Typical session:
+          ciphertail backup  --uri mongodb://127.0.0.1:27017/?replicaSet=rs0 --repo /srv/ct --ns shop.*
+          ciphertail list    --repo /srv/ct
+          ciphertail verify  --repo /srv/ct
+          ciphertail restore --repo /srv/ct --uri mongodb://... --ns-from shop.* --ns-to shop_copy.*
+
+        Settings can come from a pipeline file (pipelines/*.yaml, --pipeline FILE); flags win.
+
+        Exit codes: 0 success, 1 unexpected error, 3 MongoDB unreachable or unsuitable, \
+        4 refused (target not empty), 5 not found (backup id, repository), 6 damaged archive, \
+        7 file system error (not writable, disk full), 64 bad usage or configuration.
+        """,
+        subcommands: [BackupCommand.self, RestoreCommand.self, ListCommand.self, VerifyCommand.self])
+}

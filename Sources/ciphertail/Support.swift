@@ -1,0 +1,123 @@
+import Archive
+import ArgumentParser
+import Capture
+import Durable
+import Foundation
+import Logging
+import Mongo
+import Pipeline
+import Restore
+
+/// Exit codes, documented in `ciphertail --help` and the README.
+enum Exit {
+    static let unexpected: Int32 = 1
+    static let mongo: Int32 = 3
+    static let refused: Int32 = 4
+    static let notFound: Int32 = 5
+    static let damaged: Int32 = 6
+    static let fileSystem: Int32 = 7
+    static let usage: Int32 = 64
+}
+
+struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("Pipeline file to take settings from (flags override it).", valueName: "file"))
+    var pipeline: String?
+
+    @Flag(name: .long, help: "Print a JSON result on stdout instead of text.")
+    var json = false
+
+    @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error.", valueName: "level"))
+    var logLevel: String = "notice"
+
+    func loadPipeline() throws -> PipelineFile {
+        guard let pipeline else { return PipelineFile() }
+        return try PipelineFile.load(path: pipeline)
+    }
+
+    func makeLogger(_ label: String) -> Logger {
+        var logger = Logger(label: "ciphertail.\(label)") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .notice
+        return logger
+    }
+}
+
+/// Runs a command body and turns known errors into a one-line message and a meaningful exit code.
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        let (code, message) = classify(error)
+        FileHandle.standardError.write(Data("ciphertail: error: \(message)\n".utf8))
+        throw ExitCode(code)
+    }
+}
+
+func classify(_ error: Error) -> (Int32, String) {
+    switch error {
+    case let e as CaptureError:
+        if case .eventTooLarge = e { return (Exit.unexpected, e.description) }
+        return (Exit.mongo, e.description)
+    case let e as RestoreError:
+        switch e {
+        case .targetNotEmpty: return (Exit.refused, e.description)
+        case .unreachable: return (Exit.mongo, e.description)
+        case .failed: return (Exit.unexpected, e.description)
+        }
+    case let e as ArchiveError:
+        switch e {
+        case .unknownBackup, .notARepository: return (Exit.notFound, e.description)
+        default: return (Exit.damaged, e.description)
+        }
+    case let e as FileError: return (Exit.fileSystem, e.description)
+    case let e as PipelineError: return (Exit.usage, e.description)
+    case let e as MongoError: return (Exit.mongo, e.description)
+    case let e as ValidationError: return (Exit.usage, e.message)
+    default: return (Exit.unexpected, "\(error)")
+    }
+}
+
+func printJSON<T: Encodable>(_ value: T) throws {
+    let e = JSONEncoder()
+    e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    e.dateEncodingStrategy = .iso8601
+    print(String(decoding: try e.encode(value), as: UTF8.self))
+}
+
+/// Progress for long work: a rewritten line on a terminal, a plain line every few seconds otherwise.
+final class ProgressLine {
+    private let tty = isatty(STDERR_FILENO) == 1
+    private let started = Date()
+    private var last = Date.distantPast
+    private let enabled: Bool
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    func update(_ text: @autoclosure () -> String, done: Double?, total: Double?) {
+        guard enabled else { return }
+        let now = Date()
+        guard now.timeIntervalSince(last) >= (tty ? 0.25 : 5) else { return }
+        last = now
+        var line = text()
+        if let done, let total, total > 0, done > 0 {
+            let elapsed = now.timeIntervalSince(started)
+            let rate = done / max(elapsed, 0.001)
+            let eta = max(0, (total - done) / max(rate, 1))
+            line += String(format: "  %3.0f%%  %.0f/s  ETA %.0fs", min(100, 100 * done / total), rate, eta)
+        }
+        FileHandle.standardError.write(Data((tty ? "\r\u{1B}[2K" + line : line + "\n").utf8))
+    }
+
+    func finish() {
+        if enabled && tty { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }
+    }
+}
+
+func formatBytes(_ n: Int64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var v = Double(n)
+    var i = 0
+    while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
+    return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
+}

@@ -1,0 +1,2 @@
+import XCTest
+final class PArchiveTestsTests: XCTestCase { func testNothing() {} }

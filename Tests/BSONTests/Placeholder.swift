@@ -1,0 +1,2 @@
+import XCTest
+final class PBSONTestsTests: XCTestCase { func testNothing() {} }

@@ -1,0 +1,2 @@
+import XCTest
+final class PIntegrationTestsTests: XCTestCase { func testNothing() {} }

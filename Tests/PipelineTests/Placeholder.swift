@@ -1,0 +1,2 @@
+import XCTest
+final class PPipelineTestsTests: XCTestCase { func testNothing() {} }
