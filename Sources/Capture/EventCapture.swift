@@ -74,7 +74,6 @@ final class EventCapture {
                 var lastToken = result.startToken
                 while true {
                     condition.lock()
-                    let end = stopAt
                     let abandon = cancelled
                     condition.unlock()
                     if abandon { break }
@@ -86,6 +85,11 @@ final class EventCapture {
                     } catch let e as MongoError {
                         throw CaptureError.changeStream(reason: e.message)
                     }
+                    // Read the stop point after next(): it may have been set while next() waited,
+                    // and the event just returned may already lie past it.
+                    condition.lock()
+                    let end = stopAt
+                    condition.unlock()
                     if let event {
                         let ts = event["clusterTime"]?.timestampValue ?? startTime
                         if let end, ts > end { break }

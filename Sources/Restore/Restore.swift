@@ -236,7 +236,10 @@ public final class RestoreRunner {
             let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
             while let block = try reader.nextBlock() {
                 try block.forEachRecord { raw in
-                    try applier.apply(Document(trusted: Array(raw)))
+                    let event = Document(trusted: Array(raw))
+                    // The consistent point bounds the replay, whatever the capture wrote.
+                    if let ts = event["clusterTime"]?.timestampValue, ts > manifest.clusterTime.end { return }
+                    try applier.apply(event)
                 }
             }
         }

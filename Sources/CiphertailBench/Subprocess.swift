@@ -1,0 +1,98 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct ChildRun {
+    var exitStatus: Int32  // exit code, or 128 + signal
+    var seconds: Double
+    /// ru_maxrss from wait4, in bytes.
+    var maxRSS: Int64
+    /// This process's own peak RSS when it spawned the child: ru_maxrss cannot report less.
+    var maxRSSFloor: Int64
+    /// The highest VmHWM seen in /proc/PID/status while the child ran (Linux only).
+    var sampledPeakRSS: Int64?
+    var stdout: Data
+
+    var succeeded: Bool { exitStatus == 0 }
+}
+
+/// Runs `argv` with stdin from /dev/null, stdout into `stdoutPath` and stderr shared with
+/// ours (so progress shows), and reports its wall time and peak RSS.
+///
+/// Why not Foundation.Process: it reaps the child on its own thread, so our wait4 would find
+/// nothing to wait for and never see the child's rusage. And a caveat that holds for any
+/// spawn on Linux: posix_spawn runs the child on our address space until exec (CLONE_VM), and
+/// exec carries that address space's high-water RSS into the child's ru_maxrss. The child's
+/// ru_maxrss is therefore max(its own peak, our peak at spawn time); the caller keeps its own
+/// footprint small before spawning, and `maxRSSFloor` plus the VmHWM sampling tell whether
+/// the figure is the child's own.
+func runChild(_ argv: [String], stdoutPath: String) throws -> ChildRun {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+
+    let cArgs = argv.map { strdup($0) } + [nil]
+    defer { cArgs.forEach { free($0) } }
+
+    let floor = selfPeakRSS()
+    let start = DispatchTime.now().uptimeNanoseconds
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, environ)
+    guard rc == 0 else { throw BenchError("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
+
+    var status: Int32 = 0
+    var usage = rusage()
+    var sampled: Int64?
+    // Poll rather than block so /proc/PID can be sampled while the child is alive (or a
+    // zombie); once reaped its pid could be reused.
+    while true {
+        let r = wait4(pid, &status, WNOHANG, &usage)
+        if r == pid { break }
+        if r < 0 && errno != EINTR { throw BenchError("wait4 on \(argv[0]): \(String(cString: strerror(errno)))") }
+        if let hwm = vmHWM(pid: pid) { sampled = max(sampled ?? 0, hwm) }
+        usleep(5_000)
+    }
+    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+
+    let signal = status & 0x7F
+    let exitStatus = signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+    let out = FileManager.default.contents(atPath: stdoutPath) ?? Data()
+    return ChildRun(exitStatus: exitStatus, seconds: seconds, maxRSS: maxRSSBytes(usage),
+                    maxRSSFloor: floor, sampledPeakRSS: sampled, stdout: out)
+}
+
+func selfPeakRSS() -> Int64 {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF, &usage)
+    return maxRSSBytes(usage)
+}
+
+/// ru_maxrss is in kilobytes on Linux and in bytes on macOS.
+private func maxRSSBytes(_ usage: rusage) -> Int64 {
+    #if os(macOS)
+    return Int64(usage.ru_maxrss)
+    #else
+    return Int64(usage.ru_maxrss) * 1024
+    #endif
+}
+
+/// VmHWM (peak resident set of the process's current address space) in bytes.
+private func vmHWM(pid: pid_t) -> Int64? {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.dropFirst(6).split(separator: " ").first.flatMap { Int64($0) }
+        return kb.map { $0 * 1024 }
+    }
+    return nil
+}
+
+func executablePath(named name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":") {
+        let path = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return nil
+}

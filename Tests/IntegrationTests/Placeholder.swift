@@ -1,2 +1,0 @@
-import XCTest
-final class PIntegrationTestsTests: XCTestCase { func testNothing() {} }
