@@ -49,7 +49,7 @@ let package = Package(
 
         // Thin CLI and the benchmark.
         .executableTarget(name: "ciphertail", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "Durable",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -58,7 +58,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
-        // Tests: pure modules alone, the rest against the real mongod (see Tests/README.md).
+        // Tests: pure modules alone, the rest against the real mongod (docs/ARCHITECTURE.md, Tests).
         .target(name: "TestSupport", dependencies: ["BSON", "Mongo"], path: "Tests/TestSupport"),
         .testTarget(name: "BSONTests", dependencies: ["BSON"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),

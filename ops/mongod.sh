@@ -52,6 +52,14 @@ os.replace(tmp, dest)
 PY
 }
 
+# The daemon must not inherit our stdout/stderr: a caller reading them to EOF would wait forever.
+fail_start() {
+  echo "mongod $name failed to start on port $port:" >&2
+  cat "$state/fork.out" >&2 2>/dev/null || true
+  tail -n 20 "$state/mongod.log" >&2 2>/dev/null || true
+  exit 1
+}
+
 running() { [ -f "$state/mongod.pid" ] && kill -0 "$(cat "$state/mongod.pid")" 2>/dev/null; }
 
 
@@ -65,7 +73,7 @@ case "$cmd" in
     "$MONGOD" --replSet "$name" --bind_ip 127.0.0.1 --port "$port" \
       --dbpath "$state/db" --logpath "$state/mongod.log" --pidfilepath "$state/mongod.pid" \
       --fork --setParameter diagnosticDataCollectionEnabled=false \
-      --wiredTigerCacheSizeGB 0.5 --oplogSize 2048 >/dev/null
+      --wiredTigerCacheSizeGB 0.5 --oplogSize 2048 </dev/null >"$state/fork.out" 2>&1 || fail_start
     "$("$ROOT/ops/pyenv.sh")" "$ROOT/ops/mongo_admin.py" initiate "$port" "$name" >&2
     uri_for "$port"
     ;;
@@ -76,7 +84,8 @@ case "$cmd" in
     echo "$port" > "$state/port"
     "$MONGOD" --bind_ip 127.0.0.1 --port "$port" \
       --dbpath "$state/db" --logpath "$state/mongod.log" --pidfilepath "$state/mongod.pid" \
-      --fork --setParameter diagnosticDataCollectionEnabled=false --wiredTigerCacheSizeGB 0.25 >/dev/null
+      --fork --setParameter diagnosticDataCollectionEnabled=false --wiredTigerCacheSizeGB 0.25 \
+      </dev/null >"$state/fork.out" 2>&1 || fail_start
     echo "mongodb://127.0.0.1:$port/"
     ;;
   stop)

@@ -32,8 +32,20 @@ public struct NamespaceEntry: Codable, Equatable, Sendable {
         self.segments = segments
     }
 
-    public var optionsDocument: Document { (try? Document(json: options)) ?? Document() }
-    public var indexDocuments: [Document] { indexes.compactMap { try? Document(json: $0) } }
+    /// The options as BSON; a manifest whose metadata does not parse is damaged, not empty.
+    public func optionsDocument() throws -> Document {
+        do { return try Document(json: options) } catch {
+            throw ArchiveError.badManifest(path: namespace, reason: "collection options do not parse: \(error)")
+        }
+    }
+
+    public func indexDocuments() throws -> [Document] {
+        try indexes.enumerated().map { i, spec in
+            do { return try Document(json: spec) } catch {
+                throw ArchiveError.badManifest(path: namespace, reason: "index \(i) does not parse: \(error)")
+            }
+        }
+    }
 }
 
 public struct ClusterTimeRange: Codable, Equatable, Sendable {
@@ -134,8 +146,12 @@ public struct Manifest: Codable, Equatable, Sendable {
     public static func decode(_ bytes: [UInt8], path: String) throws -> Manifest {
         do {
             let m = try decoder.decode(Manifest.self, from: Data(bytes))
-            guard m.format == formatName, m.version == 1 else {
-                throw ArchiveError.badManifest(path: path, reason: "format \(m.format) version \(m.version) is not \(formatName) version 1")
+            guard m.format == formatName, m.version == 1, m.kind == "snapshot" else {
+                throw ArchiveError.badManifest(path: path, reason: "format \(m.format) version \(m.version) kind \(m.kind) is not \(formatName) version 1 snapshot")
+            }
+            // Segment paths stay inside the backup folder, whatever a damaged or hostile manifest says.
+            for s in m.allSegments where s.path.hasPrefix("/") || s.path.split(separator: "/").contains("..") || s.path.isEmpty {
+                throw ArchiveError.badManifest(path: path, reason: "segment path \(s.path) leaves the backup folder")
             }
             return m
         } catch let e as ArchiveError {

@@ -22,7 +22,17 @@ public final class Repository {
     public init(path: String, create: Bool = false) throws {
         self.path = (path as NSString).standardizingPath
         let configPath = (self.path as NSString).appendingPathComponent(Repository.configName)
-        if FileManager.default.fileExists(atPath: configPath) { return }
+        if FileManager.default.fileExists(atPath: configPath) {
+            let d = JSONDecoder()
+            d.dateDecodingStrategy = .iso8601
+            guard let config = try? d.decode(Config.self, from: Data(try Durable.readFile(configPath))) else {
+                throw ArchiveError.unsupportedRepository(path: configPath, reason: "unreadable repository configuration")
+            }
+            guard config.format == "ciphertail-repo", config.version == 1 else {
+                throw ArchiveError.unsupportedRepository(path: configPath, reason: "repository format \(config.format) version \(config.version) is not ciphertail-repo version 1")
+            }
+            return
+        }
         guard create else { throw ArchiveError.notARepository(self.path) }
         try Durable.makeDirectory(self.path)
         if access(self.path, W_OK) != 0 { throw FileError(operation: "write to repository", path: self.path, errno: EACCES) }
@@ -90,9 +100,28 @@ public final class Repository {
         let id = "\(f.string(from: date))-\(suffix)"
         let dir = backupPath(id)
         try Durable.makeDirectory(dir)
+        // Who is writing this backup: cleanup leaves folders of live writers alone.
+        try Durable.writeFile("\(getpid())\n", to: (dir as NSString).appendingPathComponent(Repository.writerFile))
         try Durable.makeDirectory((dir as NSString).appendingPathComponent("data"))
         try Durable.makeDirectory((dir as NSString).appendingPathComponent("events"))
         return BackupWriter(repository: self, id: id, path: dir)
+    }
+
+    static let writerFile = "writer.pid"
+
+    /// Removes interrupted backups (no manifest, and the process that wrote them is gone) and
+    /// returns their ids. Their segments are useless without a manifest.
+    @discardableResult
+    public func removeInterruptedBackups() -> [String] {
+        var removed: [String] = []
+        for id in incompleteBackupIDs() {
+            let pidPath = (backupPath(id) as NSString).appendingPathComponent(Repository.writerFile)
+            let pid = (try? String(contentsOfFile: pidPath, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+            if let pid, pid != getpid(), kill(pid, 0) == 0 || errno == EPERM { continue }
+            if (try? FileManager.default.removeItem(atPath: backupPath(id))) != nil { removed.append(id) }
+        }
+        if !removed.isEmpty { try? Durable.fsyncDirectory(backupsPath) }
+        return removed
     }
 
     public func segmentPath(backup id: String, _ segment: SegmentInfo) -> String {
@@ -123,6 +152,7 @@ public final class BackupWriter {
         precondition(manifest.id == id)
         try Durable.writeFile(try manifest.encoded(), to: repository.manifestPath(id))
         committed = true
+        unlink((path as NSString).appendingPathComponent(Repository.writerFile))
     }
 
     /// Removes an unfinished backup folder (its segments are useless without a manifest).

@@ -34,6 +34,7 @@ public enum ArchiveError: Error, CustomStringConvertible {
     case badManifest(path: String, reason: String)
     case unknownBackup(id: String, available: [String])
     case notARepository(String)
+    case unsupportedRepository(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -42,6 +43,7 @@ public enum ArchiveError: Error, CustomStringConvertible {
         case .badManifest(let p, let r): return "unreadable manifest \(p): \(r)"
         case .unknownBackup(let id, let available):
             return "no backup \(id) in this repository; available: " + (available.isEmpty ? "none" : available.joined(separator: ", "))
+        case .unsupportedRepository(let p, let r): return "\(p): \(r)"
         case .notARepository(let p): return "\(p) is not a ciphertail repository (no ciphertail-repo.json); create one with `ciphertail backup`"
         }
     }
@@ -67,8 +69,9 @@ public struct SegmentInfo: Codable, Equatable, Sendable {
     return T(littleEndian: v)
 }
 
-/// Writes one segment: records are gathered into blocks, which a background queue compresses,
-/// checksums and appends, so reading the source and compressing overlap. The file appears
+/// Writes one segment. Records are gathered into blocks; blocks are compressed and
+/// checksummed on a concurrent queue (one zstd context per worker) and appended in order by
+/// a serial queue, so reading the source, compressing and writing overlap. The file appears
 /// under its final name only in `finish` (see `AtomicFileWriter`).
 public final class SegmentWriter {
     public let relativePath: String
@@ -78,11 +81,11 @@ public final class SegmentWriter {
     private let blockBytes: Int
     private var current: [UInt8] = []
     private var currentCount: UInt32 = 0
-    private let queue = DispatchQueue(label: "ciphertail.segment-writer")
-    private let inFlight = DispatchSemaphore(value: 3)  // bounds memory: at most 3 blocks queued
+    private let writeQueue = DispatchQueue(label: "ciphertail.segment-writer")
+    private let inFlight: DispatchSemaphore  // bounds memory: blocks compressing or waiting to be written
     private let lock = NSLock()
     private var failure: Error?
-    private let compressor: ZstdCompressor
+    private let compressors: CompressorPool
     private let fileHash = SHA256()
     private var blocks: Int64 = 0
     private var records: Int64 = 0
@@ -94,8 +97,11 @@ public final class SegmentWriter {
         self.relativePath = relativePath
         self.kind = kind
         self.level = level
-        self.blockBytes = blockBytes
-        compressor = ZstdCompressor(level: level)
+        // A block must stay readable: its records plus one maximal record fit under the reader's limit.
+        self.blockBytes = min(max(blockBytes, 4096), SegmentFormat.maxBlockBytes / 2)
+        let workers = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        compressors = CompressorPool(level: level)
+        inFlight = DispatchSemaphore(value: workers + 2)
         file = try AtomicFileWriter(path: path)
         var header = SegmentFormat.fileMagic
         putLE(SegmentFormat.version, into: &header)
@@ -103,7 +109,7 @@ public final class SegmentWriter {
         header.append(SegmentFormat.codecZstd)
         putLE(UInt32(0), into: &header)
         try writeAndHash(header)
-        current.reserveCapacity(blockBytes + 64 * 1024)
+        current.reserveCapacity(self.blockBytes + 64 * 1024)
     }
 
     private func writeAndHash(_ bytes: [UInt8]) throws {
@@ -117,6 +123,12 @@ public final class SegmentWriter {
         if let failure { throw failure }
     }
 
+    private func record(_ error: Error) {
+        lock.lock()
+        if failure == nil { failure = error }
+        lock.unlock()
+    }
+
     /// Appends one BSON record (its bytes are copied).
     public func append(_ record: UnsafeRawBufferPointer) throws {
         if !current.isEmpty && current.count + record.count > blockBytes { try flushBlock() }
@@ -128,8 +140,6 @@ public final class SegmentWriter {
 
     public func append(_ record: [UInt8]) throws { try record.withUnsafeBytes { try append($0) } }
 
-    public var recordCount: Int64 { records + Int64(currentCount) }
-
     private func flushBlock() throws {
         try check()
         guard currentCount > 0 else { return }
@@ -138,18 +148,26 @@ public final class SegmentWriter {
         current.removeAll(keepingCapacity: true)
         currentCount = 0
         inFlight.wait()
-        queue.async { [self] in
+        let compressed = DispatchGroup()
+        var block: Result<[UInt8], Error> = .success([])
+        compressed.enter()
+        DispatchQueue.global().async { [compressors] in
+            block = Result { try compressors.with { try SegmentWriter.encodeBlock(payload, count: count, compressor: $0) } }
+            compressed.leave()
+        }
+        // The serial queue takes blocks in submission order, so the file keeps record order.
+        writeQueue.async { [self] in
             defer { inFlight.signal() }
+            compressed.wait()
             lock.lock(); let failed = failure != nil; lock.unlock()
             if failed { return }
             do {
-                let block = try SegmentWriter.encodeBlock(payload, count: count, compressor: compressor)
-                try writeAndHash(block)
+                try writeAndHash(try block.get())
                 blocks += 1
                 records += Int64(count)
                 rawBytes += Int64(payload.count)
             } catch {
-                lock.lock(); failure = error; lock.unlock()
+                record(error)
             }
         }
     }
@@ -173,7 +191,7 @@ public final class SegmentWriter {
     /// Flushes, writes the footer, fsyncs and renames into place.
     public func finish() throws -> SegmentInfo {
         try flushBlock()
-        queue.sync {}
+        writeQueue.sync {}
         try check()
         var footer = SegmentFormat.footerMagic
         putLE(UInt32(blocks), into: &footer)
@@ -188,8 +206,26 @@ public final class SegmentWriter {
     }
 
     public func abort() {
-        queue.sync {}
+        record(CancellationError())
+        writeQueue.sync {}
         file.abort()
+    }
+}
+
+/// zstd contexts are not thread-safe but are costly to create: keep one per concurrent user.
+final class CompressorPool: @unchecked Sendable {
+    private let level: Int32
+    private var free: [ZstdCompressor] = []
+    private let lock = NSLock()
+
+    init(level: Int32) { self.level = level }
+
+    func with<R>(_ body: (ZstdCompressor) throws -> R) rethrows -> R {
+        lock.lock()
+        let c = free.popLast() ?? ZstdCompressor(level: level)
+        lock.unlock()
+        defer { lock.lock(); free.append(c); lock.unlock() }
+        return try body(c)
     }
 }
 
@@ -221,6 +257,7 @@ public final class SegmentReader {
     private var offset = 0
     private let size: Int
     private let decompressor = ZstdDecompressor()
+    private var codec: UInt8 = SegmentFormat.codecZstd
     private var blocksRead: UInt32 = 0
     private var recordsRead: UInt64 = 0
     private var rawRead: UInt64 = 0
@@ -238,8 +275,10 @@ public final class SegmentReader {
             guard Array(buf[0..<8]) == SegmentFormat.fileMagic else { return nil }
             guard readLE(buf, 8, as: UInt16.self) == SegmentFormat.version else { return nil }
             guard buf[11] == SegmentFormat.codecZstd || buf[11] == SegmentFormat.codecNone else { return nil }
+            guard readLE(buf, 12, as: UInt32.self) == 0 else { return nil }  // reserved
             return RecordKind(rawValue: buf[10])
         }
+        codec = header[11]
         guard let kind = ok else { throw damaged(0, "not a ciphertail segment of format version 1 (bad file header)") }
         self.kind = kind
     }
@@ -253,10 +292,11 @@ public final class SegmentReader {
         .damaged(segment: path, offset: at, reason: reason)
     }
 
-    private func read(_ n: Int, what: String) throws -> [UInt8] {
-        guard offset + n <= size else { throw damaged(offset, "truncated: \(what) needs \(n) bytes, \(size - offset) left") }
+    /// Reads exactly `n` bytes; damage is reported at `at` (the start of the block being read).
+    private func read(_ n: Int, what: String, at: Int? = nil) throws -> [UInt8] {
+        guard offset + n <= size else { throw damaged(at ?? offset, "truncated: \(what) needs \(n) bytes, \(size - offset) left") }
         let data = (try? handle.read(upToCount: n)) ?? Data()
-        guard data.count == n else { throw damaged(offset, "truncated: short read of \(what)") }
+        guard data.count == n else { throw damaged(at ?? offset, "truncated: short read of \(what)") }
         offset += n
         let bytes = [UInt8](data)
         fileHash.update(bytes)
@@ -268,9 +308,9 @@ public final class SegmentReader {
     public func nextBlock() throws -> Block? {
         if finished { return nil }
         let start = offset
-        let magic = try read(4, what: "block or footer magic")
+        let magic = try read(4, what: "block or footer magic", at: start)
         if magic == SegmentFormat.footerMagic {
-            let rest = try read(SegmentFormat.footerSize - 4, what: "footer")
+            let rest = try read(SegmentFormat.footerSize - 4, what: "footer", at: start)
             let footer = magic + rest
             try footer.withUnsafeBytes { buf in
                 guard Array(buf[32..<64]) == SHA256.hash(UnsafeRawBufferPointer(rebasing: buf[0..<32])) else {
@@ -288,7 +328,7 @@ public final class SegmentReader {
             return nil
         }
         guard magic == SegmentFormat.blockMagic else { throw damaged(start, "bad block magic") }
-        let rest = try read(SegmentFormat.blockHeaderSize - 4, what: "block header")
+        let rest = try read(SegmentFormat.blockHeaderSize - 4, what: "block header", at: start)
         let header = magic + rest
         let (count, rawLen, storedLen) = header.withUnsafeBytes { buf in
             (Int(readLE(buf, 4, as: UInt32.self)), Int(readLE(buf, 8, as: UInt32.self)), Int(readLE(buf, 12, as: UInt32.self)))
@@ -296,16 +336,21 @@ public final class SegmentReader {
         guard rawLen <= SegmentFormat.maxBlockBytes, storedLen <= SegmentFormat.maxBlockBytes + 65536 else {
             throw damaged(start, "block claims \(rawLen) bytes (\(storedLen) stored), over the \(SegmentFormat.maxBlockBytes)-byte limit")
         }
-        let payload = try read(storedLen, what: "block payload")
+        let payload = try read(storedLen, what: "block payload", at: start)
         let h = SHA256()
         h.update(Array(header[0..<16]))
         h.update(payload)
         guard h.finalize() == Array(header[16..<48]) else { throw damaged(start, "block checksum mismatch") }
         let data: [UInt8]
-        do {
-            data = try decompressor.decompress(payload, expectedSize: rawLen)
-        } catch {
-            throw damaged(start, "\(error)")
+        if codec == SegmentFormat.codecNone {
+            guard storedLen == rawLen else { throw damaged(start, "uncompressed block stores \(storedLen) bytes but claims \(rawLen)") }
+            data = payload
+        } else {
+            do {
+                data = try decompressor.decompress(payload, expectedSize: rawLen)
+            } catch {
+                throw damaged(start, "\(error)")
+            }
         }
         // Record framing: each record's int32 length prefix must tile the block exactly.
         try data.withUnsafeBytes { buf in

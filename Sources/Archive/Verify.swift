@@ -24,8 +24,22 @@ public struct VerifyReport: Codable, Sendable {
 /// Reads every block of every segment of a backup: block checksums, decompression, record
 /// framing and BSON structure, footers, and the manifest's whole-file hashes and counts.
 public enum Verifier {
+    /// A backup whose manifest does not load: reported, never skipped.
+    public static func unreadable(id: String, in repo: Repository, error: Error) -> VerifyReport {
+        VerifyReport(backup: id, segments: 0, blocks: 0, records: 0, bytes: 0,
+                     problems: [.init(segment: repo.manifestPath(id), offset: nil, reason: "\(error)")])
+    }
+
     public static func verify(_ manifest: Manifest, in repo: Repository, progress: ((Int64) -> Void)? = nil) -> VerifyReport {
         var report = VerifyReport(backup: manifest.id, segments: 0, blocks: 0, records: 0, bytes: 0, problems: [])
+        for n in manifest.namespaces {
+            do {
+                _ = try n.optionsDocument()
+                _ = try n.indexDocuments()
+            } catch {
+                report.problems.append(.init(segment: repo.manifestPath(manifest.id), offset: nil, reason: "\(error)"))
+            }
+        }
         for s in manifest.allSegments {
             let path = repo.segmentPath(backup: manifest.id, s)
             report.segments += 1

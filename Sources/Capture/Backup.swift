@@ -81,6 +81,9 @@ public final class BackupRunner {
         }
         let buildInfo = try pool.withClient { try $0.runCommand(["buildInfo": 1]) }
         let repo = try Repository(path: options.repository, create: true)
+        for id in repo.removeInterruptedBackups() {
+            logger.notice("removed interrupted backup", metadata: ["backup": "\(id)"])
+        }
         let createdAt = Date()
         guard let t0 = hello["operationTime"]?.timestampValue else {
             throw CaptureError.changeStream(reason: "the server reply carries no operationTime")
@@ -89,12 +92,13 @@ public final class BackupRunner {
         logger.info("backup started", metadata: ["backup": "\(writer.id)", "startClusterTime": "\(t0)"])
         do {
             let events = try EventCapture(pool: pool, start: t0, filter: changeStreamFilter(), writer: writer,
-                                          level: options.compressionLevel, logger: logger)
+                                          level: options.compressionLevel, segmentBytes: options.segmentBytes, logger: logger)
             try events.start()
             var entries: [NamespaceEntry] = []
             do {
                 let targets = try pool.withClient { try self.listNamespaces($0) }
                 for (index, target) in targets.enumerated() {
+                    try events.checkHealthy()  // a failed capture makes the copy pointless
                     entries.append(try pool.withClient { try copy(target, index: index, client: $0, writer: writer) })
                 }
             } catch {
@@ -102,7 +106,9 @@ public final class BackupRunner {
                 throw error
             }
             // T1: the latest applied cluster time once every copy is done.
-            let t1 = try pool.withClient { try $0.runCommand(["ping": 1]) }["operationTime"]?.timestampValue ?? t0
+            guard let t1 = try pool.withClient({ try $0.runCommand(["ping": 1]) })["operationTime"]?.timestampValue else {
+                throw CaptureError.changeStream(reason: "the server reply carries no operationTime")
+            }
             let log = try events.stop(at: t1)
             let manifest = Manifest(
                 id: writer.id, createdAt: createdAt, completedAt: Date(),

@@ -19,6 +19,7 @@ final class EventCapture {
     private let filter: Document
     private let writer: BackupWriter
     private let level: Int32
+    private let segmentBytes: Int
     private let logger: Logger
     private let condition = NSCondition()
     private var stopAt: Timestamp?
@@ -29,7 +30,9 @@ final class EventCapture {
     private var thread: Thread?
     private var opened = false
 
-    init(pool: ClientPool, start: Timestamp, filter: Document, writer: BackupWriter, level: Int32, logger: Logger) throws {
+    init(pool: ClientPool, start: Timestamp, filter: Document, writer: BackupWriter, level: Int32, segmentBytes: Int,
+         logger: Logger) throws {
+        self.segmentBytes = segmentBytes
         self.pool = pool
         startTime = start
         self.filter = filter
@@ -50,6 +53,12 @@ final class EventCapture {
         if finished, let failure { throw failure }
     }
 
+    func checkHealthy() throws {
+        condition.lock()
+        defer { condition.unlock() }
+        if finished, let failure { throw failure }
+    }
+
     /// Stops at the consistent point `end` (nil: abandon) and returns what was captured.
     @discardableResult
     func stop(at end: Timestamp?) throws -> Result {
@@ -66,10 +75,14 @@ final class EventCapture {
         do {
             try pool.withClient { client in
                 let stream = try client.watch(pipeline: [["$match": .document(filter)]], options: [
-                    "startAtOperationTime": .timestamp(startTime), "maxAwaitTimeMS": 200, "batchSize": 1000,
+                    "startAtOperationTime": .timestamp(startTime), "maxAwaitTimeMS": 50, "batchSize": 1000,
                 ])
                 result.startToken = stream.resumeToken
-                segment = try writer.segmentWriter(relativePath: "events/000001.seg", kind: .changeEvent, level: level)
+                var sequence = 1
+                func open() throws -> SegmentWriter {
+                    try writer.segmentWriter(relativePath: String(format: "events/%06d.seg", sequence), kind: .changeEvent, level: level)
+                }
+                segment = try open()
                 condition.lock(); opened = true; condition.broadcast(); condition.unlock()
                 var lastToken = result.startToken
                 while true {
@@ -93,6 +106,11 @@ final class EventCapture {
                     if let event {
                         let ts = event["clusterTime"]?.timestampValue ?? startTime
                         if let end, ts > end { break }
+                        if segment!.pendingRecordBytes >= segmentBytes {
+                            result.segments.append(try segment!.finish())
+                            sequence += 1
+                            segment = try open()
+                        }
                         try segment!.append(event.bytes)
                         result.count += 1
                         lastToken = event["_id"]?.documentValue
@@ -102,7 +120,7 @@ final class EventCapture {
                     }
                 }
                 result.endToken = lastToken
-                if !cancelled { result.segments = [try segment!.finish()] } else { segment?.abort() }
+                if !cancelled { result.segments.append(try segment!.finish()) } else { segment?.abort() }
                 segment = nil
             }
         } catch {

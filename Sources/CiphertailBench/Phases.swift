@@ -7,8 +7,6 @@ struct BenchError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-func seconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
-
 /// Fills `collection` with documents 0..<count of `Profiles`, unless it already holds exactly
 /// those (same count, same first and last document). Returns whether it reused them.
 func seed(_ collection: Mongo.Collection, count: Int, log: (String) -> Void) throws -> Bool {
@@ -18,7 +16,7 @@ func seed(_ collection: Mongo.Collection, count: Int, log: (String) -> Void) thr
     func matches(_ i: Int) throws -> Bool {
         try collection.find(["_id": .int64(Int64(i))]).next() == Profiles.document(i)
     }
-    if try collection.countDocuments() == Int64(count), count == 0 || (try matches(0) && matches(count - 1)) {
+    if try collection.countDocuments() == Int64(count), try matches(0), try matches(count - 1) {
         return true
     }
     try collection.drop()
@@ -33,23 +31,35 @@ func seed(_ collection: Mongo.Collection, count: Int, log: (String) -> Void) thr
     return false
 }
 
+struct Timing {
+    var seconds: Double
+    var cpuSeconds: Double  // of this process
+
+    static func measure(_ body: () throws -> Void) rethrows -> Timing {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let cpu = selfCPUSeconds()
+        try body()
+        return Timing(seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9, cpuSeconds: selfCPUSeconds() - cpu)
+    }
+}
+
 struct Scan {
     var documents: Int64 = 0
     var bytes: Int64 = 0
-    var seconds: Double = 0
+    var timing = Timing(seconds: 0, cpuSeconds: 0)
 }
 
 /// A full natural-order cursor scan, the way backup reads, handing each raw document to `body`.
 func scan(_ collection: Mongo.Collection, _ body: (UnsafeRawBufferPointer) throws -> Void = { _ in }) throws -> Scan {
     var result = Scan()
-    let start = DispatchTime.now().uptimeNanoseconds
-    let cursor = collection.find(Document(), options: ["batchSize": 2000])
-    while try cursor.nextRaw({ raw in
-        result.documents += 1
-        result.bytes += Int64(raw.count)
-        try body(raw)
-    }) {}
-    result.seconds = seconds(since: start)
+    result.timing = try Timing.measure {
+        let cursor = collection.find(Document(), options: ["batchSize": 2000])
+        while try cursor.nextRaw({ raw in
+            result.documents += 1
+            result.bytes += Int64(raw.count)
+            try body(raw)
+        }) {}
+    }
     return result
 }
 
@@ -77,16 +87,16 @@ struct LoadedDocuments {
 }
 
 /// Single-threaded unordered bulk inserts of `batch` documents, the baseline for restore.
-func bulkInsert(_ docs: LoadedDocuments, into collection: Mongo.Collection, batch: Int = 1000) throws -> Double {
-    let start = DispatchTime.now().uptimeNanoseconds
+func bulkInsert(_ docs: LoadedDocuments, into collection: Mongo.Collection, batch: Int = 1000) throws -> Timing {
     try docs.bytes.withUnsafeBytes { buf in
-        for first in stride(from: 0, to: docs.count, by: batch) {
-            let bulk = collection.bulk(ordered: false)
-            for i in first..<min(first + batch, docs.count) {
-                try bulk.insert(raw: UnsafeRawBufferPointer(rebasing: buf[docs.offsets[i]..<docs.offsets[i + 1]]))
+        try Timing.measure {
+            for first in stride(from: 0, to: docs.count, by: batch) {
+                let bulk = collection.bulk(ordered: false)
+                for i in first..<min(first + batch, docs.count) {
+                    try bulk.insert(raw: UnsafeRawBufferPointer(rebasing: buf[docs.offsets[i]..<docs.offsets[i + 1]]))
+                }
+                try bulk.execute()
             }
-            try bulk.execute()
         }
     }
-    return seconds(since: start)
 }

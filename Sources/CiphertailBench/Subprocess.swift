@@ -6,6 +6,7 @@ import Glibc
 struct ChildRun {
     var exitStatus: Int32  // exit code, or 128 + signal
     var seconds: Double
+    var cpuSeconds: Double  // user + system
     /// ru_maxrss from wait4, in bytes.
     var maxRSS: Int64
     /// This process's own peak RSS when it spawned the child: ru_maxrss cannot report less.
@@ -60,14 +61,26 @@ func runChild(_ argv: [String], stdoutPath: String) throws -> ChildRun {
     let signal = status & 0x7F
     let exitStatus = signal == 0 ? (status >> 8) & 0xFF : 128 + signal
     let out = FileManager.default.contents(atPath: stdoutPath) ?? Data()
-    return ChildRun(exitStatus: exitStatus, seconds: seconds, maxRSS: maxRSSBytes(usage),
+    return ChildRun(exitStatus: exitStatus, seconds: seconds, cpuSeconds: cpuSeconds(usage), maxRSS: maxRSSBytes(usage),
                     maxRSSFloor: floor, sampledPeakRSS: sampled, stdout: out)
 }
 
 func selfPeakRSS() -> Int64 {
     var usage = rusage()
-    getrusage(RUSAGE_SELF, &usage)
+    getrusage(RUSAGE_SELF.rawValue, &usage)
     return maxRSSBytes(usage)
+}
+
+/// User plus system CPU time of this process so far.
+func selfCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return cpuSeconds(usage)
+}
+
+private func cpuSeconds(_ usage: rusage) -> Double {
+    func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return s(usage.ru_utime) + s(usage.ru_stime)
 }
 
 /// ru_maxrss is in kilobytes on Linux and in bytes on macOS.
@@ -83,7 +96,7 @@ private func maxRSSBytes(_ usage: rusage) -> Int64 {
 private func vmHWM(pid: pid_t) -> Int64? {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
     for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-        let kb = line.dropFirst(6).split(separator: " ").first.flatMap { Int64($0) }
+        let kb = line.dropFirst(6).split(whereSeparator: \.isWhitespace).first.flatMap { Int64($0) }
         return kb.map { $0 * 1024 }
     }
     return nil

@@ -61,9 +61,12 @@ public final class Collection {
 
     /// A bulk write; unordered by default, documents passed through unvalidated so that
     /// `$`-prefixed and dotted field names survive.
-    public func bulk(ordered: Bool = false) -> BulkWrite {
+    /// `bypassValidation` is for restores: the source may hold documents its own validator
+    /// would now reject (validationLevel moderate), and they must come back as they were.
+    public func bulk(ordered: Bool = false, bypassValidation: Bool = false) -> BulkWrite {
         let opts = Document(["ordered": .bool(ordered)])
         let b = opts.withUnsafeBSON { mongoc_collection_create_bulk_operation_with_opts(raw, $0)! }
+        if bypassValidation { mongoc_bulk_operation_set_bypass_document_validation(b, true) }
         return BulkWrite(b, owner: self)
     }
 }
@@ -113,6 +116,22 @@ public final class Cursor {
         var out: [Document] = []
         while let d = try next() { out.append(d) }
         return out
+    }
+}
+
+/// A failed write inside a bulk: its position in the bulk and the server's code.
+public struct WriteError {
+    public let index: Int
+    public let code: Int32
+}
+
+extension MongoError {
+    /// The per-operation errors of a failed bulk write.
+    public var writeErrors: [WriteError] {
+        (reply?["writeErrors"]?.arrayValue ?? []).compactMap { v in
+            guard let d = v.documentValue, let i = d["index"]?.int64Value, let c = d["code"]?.int64Value else { return nil }
+            return WriteError(index: Int(i), code: Int32(c))
+        }
     }
 }
 
@@ -172,8 +191,18 @@ public final class BulkWrite {
         try check(ok, error)
     }
 
-    /// `update` is an update document (`$set` ...) or a pipeline given as `{"pipeline": [...]}`.
+    /// `update` is an update document (`$set` ...).
     public func updateOne(_ filter: Document, update: Document, upsert: Bool = false) throws {
+        try updateOne(filter, raw: update, upsert: upsert)
+    }
+
+    /// An aggregation-pipeline update; libmongoc wants the stages as a BSON array.
+    public func updateOne(_ filter: Document, pipeline: [Document], upsert: Bool = false) throws {
+        let stages = Document(elements: pipeline.enumerated().map { (String($0.offset), .document($0.element)) })
+        try updateOne(filter, raw: stages, upsert: upsert)
+    }
+
+    private func updateOne(_ filter: Document, raw update: Document, upsert: Bool) throws {
         var error = bson_error_t()
         let opts = Document(["upsert": .bool(upsert)])
         let ok = filter.withUnsafeBSON { f in

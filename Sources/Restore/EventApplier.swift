@@ -7,12 +7,24 @@ import Mongo
 /// by document key. Applying an event twice, or to a document copied after the event, leaves
 /// the same result, which is what makes a fuzzy copy plus replay consistent.
 public final class EventApplier {
+    enum Op {
+        case replace(filter: Document, document: Document)
+        case update(filter: Document, update: Document)
+        case delete(filter: Document)
+    }
+
+    /// Errors an update can meet only because the copied document is newer than the event
+    /// (a later event changed a field's type or shape); later events set the final state.
+    static let supersededCodes: Set<Int32> = [2, 14, 28, 16837]
+
     private let client: Client
     private let mapping: (Namespace) -> Namespace?
     private let logger: Logger
-    private var pending: (ns: Namespace, bulk: BulkWrite)?
+    private var pending: (ns: Namespace, ops: [Op])?
     public private(set) var applied: Int64 = 0
     public private(set) var skipped: Int64 = 0
+    /// Updates that did not apply to the copied state and were superseded by later events.
+    public private(set) var superseded: Int64 = 0
     private let flushEvery = 1000
 
     /// `mapping` gives the target namespace of a source namespace, nil to skip its events.
@@ -30,21 +42,16 @@ public final class EventApplier {
         switch type {
         case "insert", "replace", "update", "delete":
             guard let target = mapping(source), let key = event["documentKey"]?.documentValue else { skipped += 1; return }
-            let bulk = try bulk(for: target)
+            var ops: [Op] = []
             switch type {
             case "insert", "replace":
                 guard let full = event["fullDocument"]?.documentValue else { skipped += 1; return }
-                if full.keys.contains(where: { $0.hasPrefix("$") }) {
-                    // A replacement document may not hold top-level `$` names; a pipeline may.
-                    try bulk.updateOne(key, update: ["pipeline": .array([.document(["$replaceWith": .document(["$literal": .document(full)])])])], upsert: true)
-                } else {
-                    try bulk.replaceOne(key, with: full, upsert: true)
-                }
+                ops.append(.replace(filter: key, document: full))
             case "update":
                 guard let desc = event["updateDescription"]?.documentValue else { skipped += 1; return }
                 for t in desc["truncatedArrays"]?.arrayValue ?? [] {
                     guard let t = t.documentValue, let field = t["field"]?.stringValue, let size = t["newSize"]?.int64Value else { continue }
-                    try bulk.updateOne(key, update: ["$push": .document([field: .document(["$each": .array([]), "$slice": .int64(size)])])])
+                    ops.append(.update(filter: key, update: ["$push": .document([field: ["$each": [], "$slice": .int64(size)]])]))
                 }
                 var update = DocumentBuilder()
                 if let set = desc["updatedFields"]?.documentValue, !set.isEmpty { update.append("$set", .document(set)) }
@@ -52,12 +59,15 @@ public final class EventApplier {
                     update.append("$unset", .document(Document(elements: removed.compactMap { $0.stringValue }.map { ($0, .string("")) })))
                 }
                 let u = update.document
-                if !u.isEmpty { try bulk.updateOne(key, update: u) }
+                if !u.isEmpty { ops.append(.update(filter: key, update: u)) }
             default:
-                try bulk.deleteOne(key)
+                ops.append(.delete(filter: key))
             }
+            if pending?.ns != target { try flush() }
+            if pending == nil { pending = (target, []) }
+            pending!.ops.append(contentsOf: ops)
             applied += 1
-            if bulk.count >= flushEvery { try flush() }
+            if pending!.ops.count >= flushEvery { try flush() }
         case "drop":
             try flush()
             if let target = mapping(source) { try client.collection(target).drop() }
@@ -79,17 +89,37 @@ public final class EventApplier {
         }
     }
 
-    private func bulk(for ns: Namespace) throws -> BulkWrite {
-        if let p = pending, p.ns == ns { return p.bulk }
-        try flush()
-        let b = client.collection(ns).bulk(ordered: true)
-        pending = (ns, b)
-        return b
-    }
-
+    /// Sends the pending operations as one ordered bulk. When an update is superseded, the
+    /// bulk stopped there: skip that operation and send the rest.
     public func flush() throws {
         guard let p = pending else { return }
         pending = nil
-        try p.bulk.execute()
+        var rest = p.ops[...]
+        while !rest.isEmpty {
+            let bulk = client.collection(p.ns).bulk(ordered: true, bypassValidation: true)
+            for op in rest {
+                switch op {
+                case .replace(let filter, let doc):
+                    if doc.keys.contains(where: { $0.hasPrefix("$") }) {
+                        // A replacement document may not hold top-level `$` names; a pipeline may.
+                        try bulk.updateOne(filter, pipeline: [["$replaceWith": ["$literal": .document(doc)]]], upsert: true)
+                    } else {
+                        try bulk.replaceOne(filter, with: doc, upsert: true)
+                    }
+                case .update(let filter, let update): try bulk.updateOne(filter, update: update)
+                case .delete(let filter): try bulk.deleteOne(filter)
+                }
+            }
+            do {
+                try bulk.execute()
+                return
+            } catch let e as MongoError {
+                guard let first = e.writeErrors.first, EventApplier.supersededCodes.contains(first.code),
+                      case .update = rest[rest.startIndex + first.index]
+                else { throw e }
+                superseded += 1
+                rest = rest[(rest.startIndex + first.index + 1)...]
+            }
+        }
     }
 }

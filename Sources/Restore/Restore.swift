@@ -65,6 +65,9 @@ public final class RestoreRunner {
         var entry: NamespaceEntry
         var source: Namespace
         var target: Namespace
+        var options: Document
+        var indexes: [Document]
+        var capped: Bool { options["capped"]?.boolValue == true }
     }
 
     func target(of ns: Namespace) -> Namespace? {
@@ -76,9 +79,10 @@ public final class RestoreRunner {
         let started = Date()
         let repo = try Repository(path: options.repository)
         let manifest = try options.backupID.map { try repo.manifest($0) } ?? repo.latest()
-        let plans: [Plan] = manifest.namespaces.compactMap { e in
+        // Metadata parses before anything in the target changes.
+        let plans: [Plan] = try manifest.namespaces.compactMap { e in
             guard let ns = Namespace(e.namespace), let t = target(of: ns) else { return nil }
-            return Plan(entry: e, source: ns, target: t)
+            return Plan(entry: e, source: ns, target: t, options: try e.optionsDocument(), indexes: try e.indexDocuments())
         }
         // Every segment must be present before anything in the target changes.
         for s in plans.flatMap(\.entry.segments) + manifest.events.segments {
@@ -128,7 +132,7 @@ public final class RestoreRunner {
             if existing[p.target] != nil { continue }
             var create = DocumentBuilder()
             create.append("create", .string(p.target.collection))
-            for (k, v) in p.entry.optionsDocument.elements {
+            for (k, v) in p.options.elements {
                 if k == "viewOn", let on = v.stringValue,
                    let mapped = target(of: Namespace(database: p.source.database, collection: on)),
                    mapped.database == p.target.database {
@@ -164,7 +168,7 @@ public final class RestoreRunner {
             queue.close()
         }
         func insert(_ w: Work, client: Client) throws {
-            let bulk = client.collection(w.target).bulk(ordered: false)
+            let bulk = client.collection(w.target).bulk(ordered: false, bypassValidation: true)
             try w.block.forEachRecord { try bulk.insert(raw: $0) }
             do {
                 try bulk.execute()
@@ -195,9 +199,8 @@ public final class RestoreRunner {
             t.name = "ciphertail.restore-worker"
             t.start()
         }
-        let isCapped = { (p: Plan) in p.entry.optionsDocument["capped"]?.boolValue == true }
         do {
-            for p in plans where !p.entry.dataCollection.isEmpty && !isCapped(p) {
+            for p in plans where !p.entry.dataCollection.isEmpty && !p.capped {
                 let dataTarget = Namespace(database: p.target.database,
                                            collection: p.entry.type == "timeseries" ? "system.buckets.\(p.target.collection)" : p.target.collection)
                 for s in p.entry.segments {
@@ -205,6 +208,7 @@ public final class RestoreRunner {
                     while let block = try reader.nextBlock() {
                         if !queue.put(Work(target: dataTarget, block: block)) { break }
                     }
+                    try RestoreRunner.checkWhole(reader, s)
                 }
             }
         } catch {
@@ -213,16 +217,17 @@ public final class RestoreRunner {
         queue.close()
         group.wait()
         if let failure { throw failure }
-        for p in plans where isCapped(p) {
+        for p in plans where p.capped {
             try pool.withClient { client in
                 for s in p.entry.segments {
                     let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
                     while let block = try reader.nextBlock() {
-                        let bulk = client.collection(p.target).bulk(ordered: true)
+                        let bulk = client.collection(p.target).bulk(ordered: true, bypassValidation: true)
                         try block.forEachRecord { try bulk.insert(raw: $0) }
                         try bulk.execute()
                         inserted += Int64(block.recordCount)
                     }
+                    try RestoreRunner.checkWhole(reader, s)
                 }
             }
         }
@@ -242,16 +247,24 @@ public final class RestoreRunner {
                     try applier.apply(event)
                 }
             }
+            try RestoreRunner.checkWhole(reader, s)
         }
         try applier.flush()
         return applier.applied
     }
 
+    /// After a segment's last block: the whole file must match the manifest's hash.
+    static func checkWhole(_ reader: SegmentReader, _ info: SegmentInfo) throws {
+        if reader.fileHash.finalize().hexString != info.sha256 {
+            throw ArchiveError.damaged(segment: reader.path, offset: 0, reason: "file hash differs from the manifest")
+        }
+    }
+
     func buildIndexes(_ plans: [Plan], client: Client) throws -> Int {
         var built = 0
         for p in plans where p.entry.type != "view" {
-            let hasCollation = p.entry.optionsDocument["collation"] != nil
-            let specs: [BSONValue] = p.entry.indexDocuments.compactMap { spec in
+            let hasCollation = p.options["collation"] != nil
+            let specs: [BSONValue] = p.indexes.compactMap { spec in
                 if spec["name"]?.stringValue == "_id_" { return nil }  // created with the collection
                 // An index listed without a collation on a collection with a default one was
                 // built with the simple collation; say so, or it would inherit the default.

@@ -26,8 +26,19 @@ struct VerifyCommand: ParsableCommand {
                 throw ValidationError("no repository: give --repo or archive.repo in the pipeline file")
             }
             let repository = try Repository(path: path)
-            let manifests = try backup.map { [try repository.manifest($0)] } ?? repository.listBackups().manifests
             var reports: [VerifyReport] = []
+            let manifests: [Manifest]
+            if let backup {
+                manifests = [try repository.manifest(backup)]
+            } else {
+                let listed = repository.listBackups()
+                manifests = listed.manifests
+                for (id, error) in listed.unreadable {
+                    let r = Verifier.unreadable(id: id, in: repository, error: error)
+                    reports.append(r)
+                    if !common.json { print("\(id): DAMAGED"); for p in r.problems { print("  \(p)") } }
+                }
+            }
             for m in manifests {
                 let progress = ProgressLine(enabled: !common.json)
                 let total = Double(m.storedBytes)

@@ -1,2 +1,0 @@
-import XCTest
-final class PArchiveTestsTests: XCTestCase { func testNothing() {} }

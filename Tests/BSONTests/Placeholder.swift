@@ -1,2 +1,0 @@
-import XCTest
-final class PBSONTestsTests: XCTestCase { func testNothing() {} }

@@ -1,2 +1,0 @@
-import XCTest
-final class PPipelineTestsTests: XCTestCase { func testNothing() {} }
