@@ -86,6 +86,7 @@ public final class SegmentWriter {
     private let lock = NSLock()
     private var failure: Error?
     private let compressors: CompressorPool
+    private let buffers = BufferPool()
     private let fileHash = SHA256()
     private var blocks: Int64 = 0
     private var records: Int64 = 0
@@ -145,14 +146,17 @@ public final class SegmentWriter {
         guard currentCount > 0 else { return }
         let payload = current
         let count = currentCount
-        current.removeAll(keepingCapacity: true)
         currentCount = 0
         inFlight.wait()
+        // A recycled buffer keeps its capacity: no fresh megabyte to page-fault per block.
+        current = buffers.take(capacity: blockBytes + 64 * 1024)
         let compressed = DispatchGroup()
         var block: Result<[UInt8], Error> = .success([])
         compressed.enter()
-        DispatchQueue.global().async { [compressors] in
+        let payloadBytes = payload.count
+        DispatchQueue.global().async { [compressors, buffers] in
             block = Result { try compressors.with { try SegmentWriter.encodeBlock(payload, count: count, compressor: $0) } }
+            buffers.give(payload)
             compressed.leave()
         }
         // The serial queue takes blocks in submission order, so the file keeps record order.
@@ -165,27 +169,34 @@ public final class SegmentWriter {
                 try writeAndHash(try block.get())
                 blocks += 1
                 records += Int64(count)
-                rawBytes += Int64(payload.count)
+                rawBytes += Int64(payloadBytes)
             } catch {
                 record(error)
             }
         }
     }
 
-    /// Encodes one block: header, then the zstd frame of the concatenated records.
+    /// Encodes one block: header, then the zstd frame of the concatenated records, built in
+    /// one allocation (compressed straight into place, no zero fill, no copy).
     static func encodeBlock(_ payload: [UInt8], count: UInt32, compressor: ZstdCompressor) throws -> [UInt8] {
-        let compressed = try compressor.compress(payload)
-        var block = SegmentFormat.blockMagic
-        block.reserveCapacity(SegmentFormat.blockHeaderSize + compressed.count)
-        putLE(count, into: &block)
-        putLE(UInt32(payload.count), into: &block)
-        putLE(UInt32(compressed.count), into: &block)
-        let h = SHA256()
-        h.update(block)
-        h.update(compressed)
-        block.append(contentsOf: h.finalize())
-        block.append(contentsOf: compressed)
-        return block
+        let headerSize = SegmentFormat.blockHeaderSize
+        let capacity = headerSize + ZstdCompressor.bound(payload.count)
+        return try [UInt8](unsafeUninitializedCapacity: capacity) { buf, initialized in
+            let raw = UnsafeMutableRawBufferPointer(buf)
+            let n = try payload.withUnsafeBytes { src in
+                try compressor.compress(src, into: UnsafeMutableRawBufferPointer(rebasing: raw[headerSize...]))
+            }
+            var header = SegmentFormat.blockMagic
+            putLE(count, into: &header)
+            putLE(UInt32(payload.count), into: &header)
+            putLE(UInt32(n), into: &header)
+            let h = SHA256()
+            h.update(header)
+            h.update(UnsafeRawBufferPointer(rebasing: raw[headerSize..<(headerSize + n)]))
+            header.append(contentsOf: h.finalize())
+            raw.copyBytes(from: header)
+            initialized = headerSize + n
+        }
     }
 
     /// Flushes, writes the footer, fsyncs and renames into place.
@@ -209,6 +220,27 @@ public final class SegmentWriter {
         record(CancellationError())
         writeQueue.sync {}
         file.abort()
+    }
+}
+
+/// Record buffers handed back after compression, reused for the next blocks.
+final class BufferPool: @unchecked Sendable {
+    private var free: [[UInt8]] = []
+    private let lock = NSLock()
+
+    func take(capacity: Int) -> [UInt8] {
+        lock.lock()
+        var b = free.popLast() ?? []
+        lock.unlock()
+        b.removeAll(keepingCapacity: true)
+        if b.capacity < capacity { b.reserveCapacity(capacity) }
+        return b
+    }
+
+    func give(_ buffer: [UInt8]) {
+        lock.lock()
+        if free.count < 8 { free.append(buffer) }
+        lock.unlock()
     }
 }
 
@@ -319,6 +351,7 @@ public final class SegmentReader {
                 let blocks = readLE(buf, 4, as: UInt32.self)
                 let records = readLE(buf, 8, as: UInt64.self)
                 let raw = readLE(buf, 16, as: UInt64.self)
+                guard readLE(buf, 24, as: UInt64.self) == 0 else { throw damaged(start, "footer reserved field is not zero") }
                 guard blocks == blocksRead, records == recordsRead, raw == rawRead else {
                     throw damaged(start, "footer counts (\(blocks) blocks, \(records) records) disagree with the blocks read (\(blocksRead), \(recordsRead))")
                 }

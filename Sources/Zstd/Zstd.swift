@@ -32,6 +32,16 @@ public final class ZstdCompressor {
     public func compress(_ input: [UInt8]) throws -> [UInt8] {
         try input.withUnsafeBytes { try compress($0) }
     }
+
+    /// Compresses into caller memory; `destination` must hold `bound(input.count)` bytes.
+    /// Returns the compressed length. Saves the zero-fill and copy of `compress(_:)`.
+    public func compress(_ input: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws -> Int {
+        let n = ZSTD_compress2(cctx, destination.baseAddress, destination.count, input.baseAddress, input.count)
+        if ZSTD_isError(n) != 0 { throw ZstdError(description: "zstd compression failed: \(String(cString: ZSTD_getErrorName(n)))") }
+        return n
+    }
+
+    public static func bound(_ size: Int) -> Int { ZSTD_compressBound(size) }
 }
 
 /// A reusable zstd decompression context (one per thread).

@@ -89,7 +89,7 @@ func printJSON<T: Encodable>(_ value: T) throws {
 final class ProgressLine {
     private let tty = isatty(STDERR_FILENO) == 1
     private let started = Date()
-    private var last = Date.distantPast
+    private var last = Date()  // nothing for work that finishes within the first interval
     private let enabled: Bool
 
     init(enabled: Bool) { self.enabled = enabled }
