@@ -9,4 +9,4 @@ swift build -q --build-tests
 export CIPHERTAIL_TEST_URI="$(ops/mongod.sh start ct-test 27117)"
 export CIPHERTAIL_TEST_STANDALONE_PORT=27118
 trap 'ops/mongod.sh stop ct-test; ops/mongod.sh stop ct-standalone' EXIT
-swift test --skip-build "$@"
+swift test --skip-build --disable-swift-testing "$@"

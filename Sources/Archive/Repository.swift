@@ -117,7 +117,13 @@ public final class Repository {
         for id in incompleteBackupIDs() {
             let pidPath = (backupPath(id) as NSString).appendingPathComponent(Repository.writerFile)
             let pid = (try? String(contentsOfFile: pidPath, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-            if let pid, pid != getpid(), kill(pid, 0) == 0 || errno == EPERM { continue }
+            if let pid, pid > 0 {
+                if pid != getpid() && (kill(pid, 0) == 0 || errno == EPERM) { continue }  // still being written
+            } else {
+                // No writer.pid yet: a backup that is just starting. Only an old one is abandoned.
+                let created = (try? FileManager.default.attributesOfItem(atPath: backupPath(id))[.modificationDate] as? Date) ?? Date()
+                if Date().timeIntervalSince(created) < 3600 { continue }
+            }
             if (try? FileManager.default.removeItem(atPath: backupPath(id))) != nil { removed.append(id) }
         }
         if !removed.isEmpty { try? Durable.fsyncDirectory(backupsPath) }

@@ -120,7 +120,10 @@ final class EventCapture {
                     }
                 }
                 result.endToken = lastToken
-                if !cancelled { result.segments.append(try segment!.finish()) } else { segment?.abort() }
+                condition.lock()
+                let abandoned = cancelled
+                condition.unlock()
+                if !abandoned { result.segments.append(try segment!.finish()) } else { segment?.abort() }
                 segment = nil
             }
         } catch {

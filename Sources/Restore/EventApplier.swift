@@ -10,6 +10,7 @@ public final class EventApplier {
     enum Op {
         case replace(filter: Document, document: Document)
         case update(filter: Document, update: Document)
+        case pipeline(filter: Document, stages: [Document])
         case delete(filter: Document)
     }
 
@@ -53,13 +54,25 @@ public final class EventApplier {
                     guard let t = t.documentValue, let field = t["field"]?.stringValue, let size = t["newSize"]?.int64Value else { continue }
                     ops.append(.update(filter: key, update: ["$push": .document([field: ["$each": [], "$slice": .int64(size)]])]))
                 }
+                // `$set`/`$unset` cannot name a top-level field that starts with `$`; those go
+                // through $setField/$unsetField in a pipeline, with the name as a literal.
+                let set = desc["updatedFields"]?.documentValue?.elements ?? []
+                let removed = (desc["removedFields"]?.arrayValue ?? []).compactMap { $0.stringValue }
                 var update = DocumentBuilder()
-                if let set = desc["updatedFields"]?.documentValue, !set.isEmpty { update.append("$set", .document(set)) }
-                if let removed = desc["removedFields"]?.arrayValue, !removed.isEmpty {
-                    update.append("$unset", .document(Document(elements: removed.compactMap { $0.stringValue }.map { ($0, .string("")) })))
-                }
+                let plainSet = set.filter { !$0.key.hasPrefix("$") }
+                let plainUnset = removed.filter { !$0.hasPrefix("$") }
+                if !plainSet.isEmpty { update.append("$set", .document(Document(elements: plainSet.map { ($0.key, $0.value) }))) }
+                if !plainUnset.isEmpty { update.append("$unset", .document(Document(elements: plainUnset.map { ($0, .string("")) }))) }
                 let u = update.document
                 if !u.isEmpty { ops.append(.update(filter: key, update: u)) }
+                var stages: [Document] = []
+                for (k, v) in set where k.hasPrefix("$") {
+                    stages.append(["$replaceWith": ["$setField": ["field": ["$literal": .string(k)], "input": "$$ROOT", "value": ["$literal": v]]]])
+                }
+                for k in removed where k.hasPrefix("$") {
+                    stages.append(["$replaceWith": ["$unsetField": ["field": ["$literal": .string(k)], "input": "$$ROOT"]]])
+                }
+                if !stages.isEmpty { ops.append(.pipeline(filter: key, stages: stages)) }
             default:
                 ops.append(.delete(filter: key))
             }
@@ -107,6 +120,7 @@ public final class EventApplier {
                         try bulk.replaceOne(filter, with: doc, upsert: true)
                     }
                 case .update(let filter, let update): try bulk.updateOne(filter, update: update)
+                case .pipeline(let filter, let stages): try bulk.updateOne(filter, pipeline: stages)
                 case .delete(let filter): try bulk.deleteOne(filter)
                 }
             }
@@ -114,9 +128,11 @@ public final class EventApplier {
                 try bulk.execute()
                 return
             } catch let e as MongoError {
-                guard let first = e.writeErrors.first, EventApplier.supersededCodes.contains(first.code),
-                      case .update = rest[rest.startIndex + first.index]
-                else { throw e }
+                guard let first = e.writeErrors.first, EventApplier.supersededCodes.contains(first.code) else { throw e }
+                switch rest[rest.startIndex + first.index] {
+                case .update, .pipeline: break
+                default: throw e
+                }
                 superseded += 1
                 rest = rest[(rest.startIndex + first.index + 1)...]
             }

@@ -45,6 +45,8 @@ public struct RestoreSummary: Codable {
     public var namespaces: [String: String]  // source to target
     public var documents: Int64
     public var eventsApplied: Int64
+    /// Updates that did not apply to the fuzzy copy and were superseded by later events.
+    public var eventsSuperseded: Int64
     public var indexes: Int
     public var consistentClusterTime: String
     public var seconds: Double
@@ -98,12 +100,12 @@ public final class RestoreRunner {
         }
         try pool.withClient { try prepare(plans, client: $0) }
         let loaded = try load(plans, manifest: manifest, repo: repo, pool: pool)
-        let applied = try pool.withClient { try replay(manifest, repo: repo, client: $0) }
+        let (applied, superseded) = try pool.withClient { try replay(manifest, repo: repo, client: $0) }
         let indexes = try pool.withClient { try buildIndexes(plans, client: $0) }
         return RestoreSummary(
             backup: manifest.id,
             namespaces: Dictionary(uniqueKeysWithValues: plans.map { ($0.source.description, $0.target.description) }),
-            documents: loaded, eventsApplied: applied, indexes: indexes,
+            documents: loaded, eventsApplied: applied, eventsSuperseded: superseded, indexes: indexes,
             consistentClusterTime: manifest.clusterTime.end.description, seconds: Date().timeIntervalSince(started))
     }
 
@@ -154,45 +156,60 @@ public final class RestoreRunner {
         var block: Block
     }
 
-    /// One reader decompresses blocks in order; `workers` threads insert them in bulk. Capped
-    /// collections load on one ordered stream to keep their natural order.
-    func load(_ plans: [Plan], manifest: Manifest, repo: Repository, pool: ClientPool) throws -> Int64 {
-        let expected = plans.reduce(Int64(0)) { $0 + $1.entry.documents }
-        let queue = BlockingQueue<Work>(capacity: max(2, options.workers * 2))
-        let lock = NSLock()
-        var failure: Error?
-        var inserted: Int64 = 0
-        var lastReport = Date()
+    /// Shared by the loader threads: the first failure, and the count for progress.
+    final class LoadState: @unchecked Sendable {
+        private let lock = NSLock()
+        private var failure: Error?
+        private var inserted: Int64 = 0
+        private var lastReport = Date()
+        let queue: BlockingQueue<Work>
+
+        init(capacity: Int) { queue = BlockingQueue(capacity: capacity) }
+
         func fail(_ e: Error) {
             lock.lock(); if failure == nil { failure = e }; lock.unlock()
             queue.close()
         }
-        func insert(_ w: Work, client: Client) throws {
-            let bulk = client.collection(w.target).bulk(ordered: false, bypassValidation: true)
-            try w.block.forEachRecord { try bulk.insert(raw: $0) }
-            do {
-                try bulk.execute()
-            } catch let e as MongoError {
-                throw RestoreError.failed(namespace: w.target.description, reason: e.message)
-            }
-            lock.lock()
-            inserted += Int64(w.block.recordCount)
+
+        var failed: Error? { lock.lock(); defer { lock.unlock() }; return failure }
+
+        /// Adds `n` and says whether a progress report is due.
+        func add(_ n: Int) -> (total: Int64, report: Bool) {
+            lock.lock(); defer { lock.unlock() }
+            inserted += Int64(n)
             let report = Date().timeIntervalSince(lastReport) > 1
             if report { lastReport = Date() }
-            let n = inserted
-            lock.unlock()
-            if report { options.progress?(RestoreProgress(documents: n, expectedDocuments: expected)) }
+            return (inserted, report)
         }
+    }
+
+    /// One reader decompresses blocks in order; `workers` threads insert them in bulk. Capped
+    /// collections load on one ordered stream to keep their natural order.
+    func load(_ plans: [Plan], manifest: Manifest, repo: Repository, pool: ClientPool) throws -> Int64 {
+        let expected = plans.reduce(Int64(0)) { $0 + $1.entry.documents }
+        let state = LoadState(capacity: max(2, options.workers * 2))
+        let progress = options.progress
         let group = DispatchGroup()
         for _ in 0..<max(1, options.workers) {
             group.enter()
             let t = Thread {
                 defer { group.leave() }
                 pool.withClient { client in
-                    while let w = queue.take() {
-                        lock.lock(); let failed = failure != nil; lock.unlock()
-                        if failed { continue }
-                        do { try insert(w, client: client) } catch { fail(error) }
+                    while let w = state.queue.take() {
+                        if state.failed != nil { continue }
+                        do {
+                            let bulk = client.collection(w.target).bulk(ordered: false, bypassValidation: true)
+                            try w.block.forEachRecord { try bulk.insert(raw: $0) }
+                            do {
+                                try bulk.execute()
+                            } catch let e as MongoError {
+                                throw RestoreError.failed(namespace: w.target.description, reason: e.message)
+                            }
+                            let (total, report) = state.add(w.block.recordCount)
+                            if report { progress?(RestoreProgress(documents: total, expectedDocuments: expected)) }
+                        } catch {
+                            state.fail(error)
+                        }
                     }
                 }
             }
@@ -206,17 +223,19 @@ public final class RestoreRunner {
                 for s in p.entry.segments {
                     let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
                     while let block = try reader.nextBlock() {
-                        if !queue.put(Work(target: dataTarget, block: block)) { break }
+                        if !state.queue.put(Work(target: dataTarget, block: block)) { break }
                     }
+                    if state.failed != nil { break }
                     try RestoreRunner.checkWhole(reader, s)
                 }
             }
         } catch {
-            fail(error)
+            state.fail(error)
         }
-        queue.close()
+        state.queue.close()
         group.wait()
-        if let failure { throw failure }
+        if let failure = state.failed { throw failure }
+        var inserted = state.add(0).total
         for p in plans where p.capped {
             try pool.withClient { client in
                 for s in p.entry.segments {
@@ -231,11 +250,11 @@ public final class RestoreRunner {
                 }
             }
         }
-        options.progress?(RestoreProgress(documents: inserted, expectedDocuments: expected))
+        progress?(RestoreProgress(documents: inserted, expectedDocuments: expected))
         return inserted
     }
 
-    func replay(_ manifest: Manifest, repo: Repository, client: Client) throws -> Int64 {
+    func replay(_ manifest: Manifest, repo: Repository, client: Client) throws -> (applied: Int64, superseded: Int64) {
         let applier = EventApplier(client: client, logger: logger) { self.target(of: $0) }
         for s in manifest.events.segments {
             let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
@@ -250,7 +269,11 @@ public final class RestoreRunner {
             try RestoreRunner.checkWhole(reader, s)
         }
         try applier.flush()
-        return applier.applied
+        if applier.superseded > 0 {
+            logger.notice("updates superseded during replay (the copy already held a newer state)",
+                          metadata: ["count": "\(applier.superseded)", "backup": "\(manifest.id)"])
+        }
+        return (applier.applied, applier.superseded)
     }
 
     /// After a segment's last block: the whole file must match the manifest's hash.

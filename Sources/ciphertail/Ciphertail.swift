@@ -23,5 +23,6 @@ struct Ciphertail: ParsableCommand {
         4 refused (target not empty), 5 not found (backup id, repository), 6 damaged archive, \
         7 file system error (not writable, disk full), 64 bad usage or configuration.
         """,
+        version: "0.1.0 (archive format 1)",
         subcommands: [BackupCommand.self, RestoreCommand.self, ListCommand.self, VerifyCommand.self])
 }

@@ -71,7 +71,8 @@ struct RestoreCommand: ParsableCommand {
             if common.json {
                 try printJSON(summary)
             } else {
-                print("restored backup \(summary.backup): \(summary.documents) documents, \(summary.eventsApplied) events replayed, "
+                print("restored backup \(summary.backup): \(summary.documents) documents, \(summary.eventsApplied) events replayed"
+                      + (summary.eventsSuperseded > 0 ? " (\(summary.eventsSuperseded) superseded)" : "") + ", "
                       + "\(summary.indexes) indexes, consistent at cluster time \(summary.consistentClusterTime)")
                 for (from, to) in summary.namespaces.sorted(by: { $0.key < $1.key }) {
                     print("  \(from) -> \(to)")

@@ -120,6 +120,13 @@ final class BadInputTests: XCTestCase {
         let r = TestEnv.ciphertail(["backup", "--uri", TestEnv.uri, "--repo", file + "/repo", "--ns", "\(src).*"])
         XCTAssertEqual(r.status, 7, r.stderr)
         XCTAssertTrue(r.stderr.contains(file), r.stderr)
+        // A read-only file system (root ignores permission bits, so this is the real test).
+        let ro = TestEnv.temporaryDirectory("rofs")
+        guard TestEnv.shell("mount -t tmpfs -o ro,size=1m tmpfs \(ro)").status == 0 else { return }
+        defer { TestEnv.shell("umount \(ro)") }
+        let r2 = TestEnv.ciphertail(["backup", "--uri", TestEnv.uri, "--repo", ro + "/repo", "--ns", "\(src).*"])
+        XCTAssertEqual(r2.status, 7, r2.stderr)
+        XCTAssertTrue(r2.stderr.contains("Read-only file system") && r2.stderr.contains(ro), r2.stderr)
     }
 
     /// Disk full mid-backup: a real small tmpfs where the machine allows mounting, else the

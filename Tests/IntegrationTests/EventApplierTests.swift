@@ -35,6 +35,9 @@ final class EventApplierTests: XCTestCase {
             // Superseded: at event time `a` was a document; in the copy it is a string already.
             event("update", db, 3, ["updateDescription": ["updatedFields": ["a.deep": 1], "removedFields": []]]),
             event("insert", db, 4, ["fullDocument": ["_id": 4, "later": 1]]),
+            // Updates of top-level `$` names, as a 6.0 change stream reports them.
+            event("insert", db, 5, ["fullDocument": ["_id": 5, "$price": 5, "$gone": 1, "keep": 1]]),
+            event("update", db, 5, ["updateDescription": ["updatedFields": ["$price": 7, "keep": 2], "removedFields": ["$gone"]]]),
         ]
         for round in 0..<2 {
             let applier = EventApplier(client: client, logger: testLogger) { $0 }
@@ -46,6 +49,7 @@ final class EventApplierTests: XCTestCase {
                 Document(["_id": 1, "$price": 5, "a.b": "dotted", "arr": [1, 20, 3], "n": ["x": 1]]),
                 Document(["_id": 3, "a": "now a string", "final": true]),
                 Document(["_id": 4, "later": 1]),
+                Document(["_id": 5, "$price": 7, "keep": 2]),
             ], "round \(round)")
         }
     }
