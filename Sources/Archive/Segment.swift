@@ -150,12 +150,13 @@ public final class SegmentWriter {
         inFlight.wait()
         // A recycled buffer keeps its capacity: no fresh megabyte to page-fault per block.
         current = buffers.take(capacity: blockBytes + 64 * 1024)
+        // The group orders the compressor's write of `block` before the writer's read.
         let compressed = DispatchGroup()
-        var block: Result<[UInt8], Error> = .success([])
+        let block = EncodedBlock()
         compressed.enter()
         let payloadBytes = payload.count
         DispatchQueue.global().async { [compressors, buffers] in
-            block = Result { try compressors.with { try SegmentWriter.encodeBlock(payload, count: count, compressor: $0) } }
+            block.result = Result { try compressors.with { try SegmentWriter.encodeBlock(payload, count: count, compressor: $0) } }
             buffers.give(payload)
             compressed.leave()
         }
@@ -166,7 +167,7 @@ public final class SegmentWriter {
             lock.lock(); let failed = failure != nil; lock.unlock()
             if failed { return }
             do {
-                try writeAndHash(try block.get())
+                try writeAndHash(try block.result.get())
                 blocks += 1
                 records += Int64(count)
                 rawBytes += Int64(payloadBytes)
@@ -221,6 +222,10 @@ public final class SegmentWriter {
         writeQueue.sync {}
         file.abort()
     }
+}
+
+final class EncodedBlock: @unchecked Sendable {
+    var result: Result<[UInt8], Error> = .success([])
 }
 
 /// Record buffers handed back after compression, reused for the next blocks.

@@ -116,7 +116,7 @@ final class BadInputTests: XCTestCase {
         try seed(src, count: 10)
         let dir = TestEnv.temporaryDirectory("ro")
         let file = dir + "/plain-file"
-        FileManager.default.createFile(atPath: file, contents: Data("x".utf8))
+        XCTAssertTrue(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
         let r = TestEnv.ciphertail(["backup", "--uri", TestEnv.uri, "--repo", file + "/repo", "--ns", "\(src).*"])
         XCTAssertEqual(r.status, 7, r.stderr)
         XCTAssertTrue(r.stderr.contains(file), r.stderr)

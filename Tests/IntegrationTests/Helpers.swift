@@ -14,6 +14,7 @@ let testLogger: Logger = {
     return l
 }()
 
+@discardableResult
 func backup(_ patterns: [String], repo: String, configure: (inout BackupOptions) -> Void = { _ in }) throws -> Manifest {
     var o = BackupOptions(connection: TestEnv.connection, repository: repo)
     o.namespaces = try patterns.map(NamespacePattern.init)
