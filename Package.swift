@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "Mongo", dependencies: ["BSON", "CMongoC", "CBSON"]),
         .target(name: "Zstd", dependencies: ["CZstd"]),
         .target(name: "Digest", dependencies: ["COpenSSL"]),
-        .target(name: "FieldCrypto", dependencies: ["BSON", "CMongoCrypt", "CBSON"]),
+        .target(name: "FieldCrypto", dependencies: ["BSON", "CMongoCrypt", "CBSON", "Durable"]),
 
         // Domain modules.
         .target(name: "Durable"),
@@ -63,6 +63,7 @@ let package = Package(
         .testTarget(name: "BSONTests", dependencies: ["BSON"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
+        .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport",
             .product(name: "Logging", package: "swift-log"),

@@ -28,6 +28,7 @@ public struct PipelineFile: Codable, Equatable {
     public var source: Source?
     public var archive: Archive?
     public var restore: Restore?
+    public var encryption: Encryption?
 
     public init() {}
 
@@ -37,6 +38,14 @@ public struct PipelineFile: Codable, Equatable {
         "archive": ["repo", "compression", "blockSize", "segmentSize"],
         "archive.compression": ["codec", "level"],
         "restore": ["uri", "workers"],
+        "encryption": ["keyVault", "masterKey", "rules"],
+        "encryption.masterKey": ["provider", "local", "kmip"],
+        "encryption.masterKey.local": ["keyFile"],
+    ]
+    /// Keys allowed in each element of a list (checked per element).
+    static let allowedListKeys: [String: Set<String>] = [
+        "encryption.rules": ["namespace", "subject", "keyAltName", "onMissingSubject", "fallbackKeyAltName", "fields"],
+        "encryption.rules.fields": ["path", "algorithm", "bsonType"],
     ]
 }
 
@@ -100,6 +109,20 @@ extension PipelineFile {
     }
 
     static func checkKeys(_ node: Node, path: String, file: String) throws {
+        if let items = node.sequence, let allowed = allowedListKeys[path] {
+            for (i, item) in items.enumerated() {
+                guard let mapping = item.mapping else { continue }
+                for (k, v) in mapping {
+                    guard let key = k.string else { continue }
+                    if !allowed.contains(key) {
+                        throw PipelineError(file: file, line: k.mark?.line, field: "\(path)[\(i)].\(key)",
+                                            reason: "unknown field (expected one of: \(allowed.sorted().joined(separator: ", ")))")
+                    }
+                    try checkKeys(v, path: "\(path).\(key)", file: file)
+                }
+            }
+            return
+        }
         guard let mapping = node.mapping, let allowed = allowedKeys[path] else { return }
         for (k, v) in mapping {
             guard let key = k.string else { continue }
@@ -126,6 +149,7 @@ extension PipelineFile {
                                     field: "archive.compression.level", reason: "\(l) is outside 1...19")
             }
         }
+        try encryption?.validate(file: file, node: node)
         for (field, value) in [("blockSize", archive?.blockSize), ("segmentSize", archive?.segmentSize)] {
             if let v = value, PipelineFile.parseSize(v) == nil {
                 throw PipelineError(file: file, line: Self.line(of: ["archive", field], in: node), field: "archive.\(field)",

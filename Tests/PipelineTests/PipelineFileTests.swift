@@ -43,3 +43,56 @@ final class PipelineFileTests: XCTestCase {
         XCTAssertNil(PipelineFile.parseSize("big"))
     }
 }
+
+final class EncryptionConfigTests: XCTestCase {
+    let valid = """
+    source:
+      uri: mongodb://127.0.0.1:27017/?replicaSet=rs0
+      namespaces: [shop.*]
+    archive:
+      repo: /var/lib/ciphertail/repo
+      compression: {codec: zstd, level: 3}
+    encryption:
+      keyVault: /var/lib/ciphertail/keyvault
+      masterKey:
+        provider: local
+        local: {keyFile: /etc/ciphertail/master.key}
+      rules:
+        - namespace: shop.users
+          subject: userId
+          fields:
+            - {path: ssn, algorithm: deterministic}
+            - {path: email, algorithm: deterministic}
+            - {path: name, algorithm: random}
+            - {path: address, algorithm: random}
+            - {path: orders.card, algorithm: random}
+
+    """
+
+    func testTheDocumentedShapeParses() throws {
+        let p = try PipelineFile.parse(valid, file: "p.yaml")
+        let rule = try XCTUnwrap(p.encryption?.rules?.first)
+        XCTAssertEqual(rule.subject, "userId")
+        XCTAssertEqual(rule.fields.map(\.path), ["ssn", "email", "name", "address", "orders.card"])
+        XCTAssertEqual(rule.fields[0].algorithm, .deterministic)
+        XCTAssertEqual(p.encryption?.masterKey?.local?.keyFile, "/etc/ciphertail/master.key")
+        XCTAssertEqual(p.encryption?.keyVault, "/var/lib/ciphertail/keyvault")
+    }
+
+    func testRulesThatCannotWorkAreNamed() {
+        func error(_ yaml: String) -> String {
+            do { _ = try PipelineFile.parse(yaml, file: "p.yaml"); return "" } catch { return "\(error)" }
+        }
+        let id = valid.replacingOccurrences(of: "{path: ssn, algorithm: deterministic}", with: "{path: _id, algorithm: random}")
+        XCTAssertTrue(error(id).contains("shop.users") && error(id).contains("_id cannot be encrypted"), error(id))
+        let dbl = valid.replacingOccurrences(of: "{path: ssn, algorithm: deterministic}", with: "{path: score, algorithm: deterministic, bsonType: double}")
+        XCTAssertTrue(error(dbl).contains("deterministic encryption is not allowed for type double"), error(dbl))
+        XCTAssertTrue(error(dbl).hasPrefix("p.yaml:"), error(dbl))
+        let both = valid.replacingOccurrences(of: "subject: userId", with: "subject: userId\n      keyAltName: shared")
+        XCTAssertTrue(error(both).contains("exactly one of subject"), error(both))
+        let typo = valid.replacingOccurrences(of: "{path: name, algorithm: random}", with: "{path: name, algoritm: random}")
+        XCTAssertTrue(error(typo).contains("encryption.rules.fields[2].algoritm: unknown field"), error(typo))
+        let fallback = valid.replacingOccurrences(of: "subject: userId", with: "subject: userId\n      onMissingSubject: fallback")
+        XCTAssertTrue(error(fallback).contains("fallbackKeyAltName"), error(fallback))
+    }
+}

@@ -1,0 +1,110 @@
+import Foundation
+import Yams
+
+/// The `encryption:` section: where keys live and which fields are encrypted with which key.
+public struct Encryption: Codable, Equatable {
+    public struct MasterKey: Codable, Equatable {
+        public struct Local: Codable, Equatable {
+            public var keyFile: String?
+        }
+        public var provider: String?
+        public var local: Local?
+    }
+
+    public enum Algorithm: String, Codable, Equatable {
+        case deterministic, random
+        /// The libmongocrypt algorithm name (the CSFLE spec's).
+        public var mongoName: String {
+            switch self {
+            case .deterministic: return "AEAD_AES_256_CBC_HMAC_SHA_512-Deterministic"
+            case .random: return "AEAD_AES_256_CBC_HMAC_SHA_512-Random"
+            }
+        }
+    }
+
+    public struct Field: Codable, Equatable {
+        public var path: String
+        public var algorithm: Algorithm
+        /// The BSON type the field holds, when the operator knows it: lets a deterministic rule
+        /// on a type the CSFLE spec forbids fail at start-up instead of on the first document.
+        public var bsonType: String?
+    }
+
+    public enum MissingSubject: String, Codable, Equatable {
+        case stop, fallback
+    }
+
+    public struct Rule: Codable, Equatable {
+        public var namespace: String
+        /// A field of the document whose value picks the data key: one key per distinct value.
+        public var subject: String?
+        /// A named data key for every document of the namespace.
+        public var keyAltName: String?
+        public var onMissingSubject: MissingSubject?
+        public var fallbackKeyAltName: String?
+        public var fields: [Field]
+    }
+
+    public var keyVault: String?
+    public var masterKey: MasterKey?
+    public var rules: [Rule]?
+
+    /// BSON types the CSFLE spec does not allow under deterministic encryption (they have no
+    /// single canonical encoding or are containers), nor at all where marked.
+    public static let deterministicForbidden: Set<String> = [
+        "double", "decimal", "decimal128", "bool", "object", "document", "array", "javascriptWithScope",
+        "null", "undefined", "minKey", "maxKey",
+    ]
+    public static let neverEncryptable: Set<String> = ["null", "undefined", "minKey", "maxKey"]
+
+    func validate(file: String, node: Node) throws {
+        func fail(_ path: [String], _ field: String, _ reason: String) -> PipelineError {
+            PipelineError(file: file, line: PipelineFile.line(of: path, in: node), field: field, reason: reason)
+        }
+        if let p = masterKey?.provider, p != "local", p != "kmip" {
+            throw fail(["encryption", "masterKey", "provider"], "encryption.masterKey.provider", "'\(p)' is not local or kmip")
+        }
+        if (masterKey?.provider ?? "local") == "local" && rules?.isEmpty == false && masterKey?.local?.keyFile == nil {
+            throw fail(["encryption", "masterKey"], "encryption.masterKey.local.keyFile", "the local master key needs a keyFile")
+        }
+        for (i, rule) in (rules ?? []).enumerated() {
+            let at = ["encryption", "rules", String(i)]
+            let name = "encryption.rules[\(i)] (\(rule.namespace))"
+            guard rule.namespace.split(separator: ".", maxSplits: 1).count == 2 else {
+                throw fail(at + ["namespace"], name, "namespace must be db.coll or db.*")
+            }
+            if (rule.subject == nil) == (rule.keyAltName == nil) {
+                throw fail(at, name, "give exactly one of subject (a key per subject) or keyAltName (one named key)")
+            }
+            if rule.subject == "_id" || rule.subject?.isEmpty == true {
+                throw fail(at + ["subject"], name, "the subject must be a field other than _id")
+            }
+            if rule.onMissingSubject == .fallback && rule.fallbackKeyAltName == nil {
+                throw fail(at + ["onMissingSubject"], name, "onMissingSubject: fallback needs fallbackKeyAltName")
+            }
+            if rule.fields.isEmpty { throw fail(at + ["fields"], name, "no fields to encrypt") }
+            var seen = Set<String>()
+            for (j, f) in rule.fields.enumerated() {
+                let fieldAt = at + ["fields", String(j)]
+                if f.path == "_id" || f.path.hasPrefix("_id.") {
+                    throw fail(fieldAt + ["path"], "\(name).fields[\(j)]", "_id cannot be encrypted (the server needs it to find the document)")
+                }
+                if f.path == rule.subject {
+                    throw fail(fieldAt + ["path"], "\(name).fields[\(j)]", "the subject field \(f.path) picks the key; it cannot also be encrypted")
+                }
+                if !seen.insert(f.path).inserted {
+                    throw fail(fieldAt + ["path"], "\(name).fields[\(j)]", "path \(f.path) is listed twice")
+                }
+                if let t = f.bsonType {
+                    if Encryption.neverEncryptable.contains(t) {
+                        throw fail(fieldAt + ["bsonType"], "\(name).fields[\(j)] \(f.path)", "values of type \(t) cannot be encrypted")
+                    }
+                    if f.algorithm == .deterministic && Encryption.deterministicForbidden.contains(t) {
+                        throw fail(fieldAt + ["algorithm"], "\(name).fields[\(j)] \(f.path)",
+                                   "deterministic encryption is not allowed for type \(t) (the CSFLE spec forbids it); use random")
+                    }
+                }
+            }
+        }
+    }
+}
