@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "Mongo", dependencies: ["BSON", "CMongoC", "CBSON"]),
         .target(name: "Zstd", dependencies: ["CZstd"]),
         .target(name: "Digest", dependencies: ["COpenSSL"]),
-        .target(name: "FieldCrypto", dependencies: ["BSON", "CMongoCrypt", "CBSON", "Durable"]),
+        .target(name: "FieldCrypto", dependencies: ["BSON", "CMongoCrypt", "CBSON", "Durable", "Digest"]),
 
         // Domain modules.
         .target(name: "Durable"),

@@ -1,0 +1,217 @@
+import BSON
+import Digest
+import Foundation
+
+/// Applies protection rules to documents and change events: each configured field is
+/// replaced by its CSFLE ciphertext under the rule's data key. Per-subject keys are created
+/// on first use and named by a keyed hash of the subject, so the key vault never holds a
+/// subject id in clear.
+public final class DocumentProtector: @unchecked Sendable {
+    public let rules: [ProtectionRule]
+    public let engine: MongoCryptEngine
+    private let lock = NSLock()
+    private var subjectNames: [BSONValue: String] = [:]
+    private var knownKeys: Set<String> = []
+    /// Counters for the run summary and metrics.
+    public private(set) var encryptedValues: Int64 = 0
+    public private(set) var keysCreated: Int64 = 0
+
+    /// The data key whose deterministic encryption serves as the keyed hash of subject ids.
+    public static let subjectHashKeyName = "ciphertail/subject-id-hash"
+
+    public init(rules: [ProtectionRule], engine: MongoCryptEngine) {
+        self.rules = rules
+        self.engine = engine
+    }
+
+    public func rule(database: String, collection: String) -> ProtectionRule? {
+        rules.first { $0.matches(database: database, collection: collection) }
+    }
+
+    /// Rules exist for this namespace.
+    public func covers(database: String, collection: String) -> Bool { rule(database: database, collection: collection) != nil }
+
+    // MARK: Keys
+
+    /// The keyAltName of a subject's data key: `subject/<hex SHA-256 of the deterministic
+    /// CSFLE encryption of the subject under the vault's subject-hash key>`. A keyed hash:
+    /// without the vault and master key, nobody can test a guessed subject id against it.
+    public func subjectKeyName(_ subject: BSONValue) throws -> String {
+        lock.lock()
+        if let n = subjectNames[subject] { lock.unlock(); return n }
+        lock.unlock()
+        try ensureKey(DocumentProtector.subjectHashKeyName)
+        let canonical = Document(["s": subject]).canonicalJSON
+        let sealed = try engine.encrypt(.string(canonical), keyAltName: DocumentProtector.subjectHashKeyName, algorithm: .deterministic)
+        guard case .binary(6, let bytes) = sealed else { throw FieldCryptoError.invalidArgument("subject hash") }
+        let name = "subject/" + SHA256.hash(bytes).hexString
+        lock.lock(); subjectNames[subject] = name; lock.unlock()
+        return name
+    }
+
+    /// Makes sure a data key with this keyAltName exists, creating it on first use.
+    public func ensureKey(_ altName: String) throws {
+        lock.lock()
+        if knownKeys.contains(altName) { lock.unlock(); return }
+        lock.unlock()
+        if try engine.keyVault.keys(matching: KeyVaultQuery(ids: [], altNames: [altName])).isEmpty {
+            do {
+                _ = try engine.createDataKey(keyAltNames: [altName])
+                lock.lock(); keysCreated += 1; lock.unlock()
+            } catch FieldCryptoError.invalidKeyDocument {
+                // Created concurrently by another writer: the name is taken, which is all we need.
+            }
+        }
+        lock.lock(); knownKeys.insert(altName); lock.unlock()
+    }
+
+    /// The key for one document under `rule`, or nil when it has no subject and the rule
+    /// says to stop (the caller reports it).
+    func keyName(for doc: Document, rule: ProtectionRule, namespace: String) throws -> String {
+        switch rule.key {
+        case .named(let name):
+            try ensureKey(name)
+            return name
+        case .perSubject(let field, let onMissing):
+            if let subject = doc.value(atPath: field), subject != .null, subject != .undefined {
+                let name = try subjectKeyName(subject)
+                try ensureKey(name)
+                return name
+            }
+            switch onMissing {
+            case .fallback(let name):
+                try ensureKey(name)
+                return name
+            case .stop:
+                throw ProtectionError.missingSubject(namespace: namespace, id: DocumentProtector.idString(doc), field: field)
+            }
+        }
+    }
+
+    static func idString(_ doc: Document) -> String {
+        guard let id = doc["_id"] else { return "(none)" }
+        return Document(["_id": id]).relaxedJSON.dropFirst(10).dropLast(2).description
+    }
+
+    // MARK: Documents
+
+    /// Encrypts the rule's fields of one document. Values already encrypted (subtype 6),
+    /// nulls and absent fields are left alone; field order is kept.
+    public func protect(_ doc: Document, database: String, collection: String) throws -> Document {
+        guard let rule = rule(database: database, collection: collection) else { return doc }
+        let ns = "\(database).\(collection)"
+        let key = DataKeySelector.altName(try keyName(for: doc, rule: rule, namespace: ns))
+        var out = doc
+        for field in rule.fields {
+            out = try transform(out, path: field.path[...].split(separator: ".").map(String.init)) { value in
+                try self.seal(value, key: key, field: field, namespace: ns, doc: doc)
+            }
+        }
+        return out
+    }
+
+    private func seal(_ value: BSONValue, key: DataKeySelector, field: ProtectionRule.Field, namespace: String, doc: Document) throws -> BSONValue {
+        switch value {
+        case .null, .undefined: return value  // nothing to hide, and CSFLE cannot encrypt them
+        case .binary(6, _): return value  // already encrypted
+        default: break
+        }
+        guard BSONTypeName.allowed(value, field.algorithm) else {
+            throw ProtectionError.forbiddenType(namespace: namespace, id: DocumentProtector.idString(doc), path: field.path,
+                                                type: BSONTypeName.of(value), algorithm: field.algorithm == .deterministic ? "deterministic" : "random")
+        }
+        lock.lock(); encryptedValues += 1; lock.unlock()
+        return try engine.encrypt(value, key: key, algorithm: field.algorithm)
+    }
+
+    /// Rewrites the value at `path` (through subdocuments and arrays of subdocuments).
+    func transform(_ doc: Document, path: [String], _ leaf: (BSONValue) throws -> BSONValue) throws -> Document {
+        guard let head = path.first else { return doc }
+        var changed = false
+        var b = DocumentBuilder()
+        for (k, v) in doc.elements {
+            if k == head {
+                let nv = try transform(v, rest: Array(path.dropFirst()), leaf)
+                if nv != v { changed = true }
+                b.append(k, nv)
+            } else {
+                b.append(k, v)
+            }
+        }
+        return changed ? b.document : doc
+    }
+
+    private func transform(_ value: BSONValue, rest: [String], _ leaf: (BSONValue) throws -> BSONValue) throws -> BSONValue {
+        if rest.isEmpty { return try leaf(value) }
+        switch value {
+        case .document(let d): return .document(try transform(d, path: rest, leaf))
+        case .array(let items): return .array(try items.map { try transform($0, rest: rest, leaf) })
+        default: return value  // the path does not continue here: nothing to encrypt
+        }
+    }
+
+    // MARK: Change events
+
+    /// Encrypts what a change event carries of protected fields: the full document, the
+    /// pre-image, and the configured paths among `updateDescription.updatedFields`. An update
+    /// inside an encrypted subtree (`address.city` when `address` is encrypted whole) becomes
+    /// a `$set` of the whole encrypted subtree taken from the event's full document; when the
+    /// event has none, those entries are dropped (and counted), never kept in clear.
+    public func protectEvent(_ event: Document) throws -> Document {
+        guard let ns = event["ns"]?.documentValue, let db = ns["db"]?.stringValue, let coll = ns["coll"]?.stringValue,
+              let rule = rule(database: db, collection: coll) else { return event }
+        let namespace = "\(db).\(coll)"
+        var out = event
+        for key in ["fullDocument", "fullDocumentBeforeChange"] {
+            if case .document(let d)? = event[key] {
+                out = out.setting(key, .document(try protect(d, database: db, collection: coll)))
+            }
+        }
+        guard let desc = event["updateDescription"]?.documentValue,
+              let updated = desc["updatedFields"]?.documentValue else { return out }
+        let full = event["fullDocument"]?.documentValue
+        // The subject comes from the full document; without one the key is unknown.
+        let keyDoc = full ?? Document(["_id": event["documentKey"]?.documentValue?["_id"] ?? .null])
+        var key: DataKeySelector?
+        func theKey() throws -> DataKeySelector {
+            if let key { return key }
+            let k = DataKeySelector.altName(try keyName(for: keyDoc, rule: rule, namespace: namespace))
+            key = k
+            return k
+        }
+        var newUpdated = DocumentBuilder()
+        var wholeSubtrees: [String: BSONValue] = [:]
+        var dropped = 0
+        for (path, value) in updated.elements {
+            let parts = path.split(separator: ".").map(String.init)
+            let logical = parts.filter { Int($0) == nil }  // array positions do not name fields
+            var replacement: BSONValue? = value
+            for field in rule.fields {
+                let fp = field.path.split(separator: ".").map(String.init)
+                if logical == fp {
+                    replacement = try seal(value, key: try theKey(), field: field, namespace: namespace, doc: keyDoc)
+                } else if fp.starts(with: logical) {
+                    // The update replaces an ancestor: encrypt the field inside the new value.
+                    let sub = Array(fp.dropFirst(logical.count))
+                    replacement = try transform(replacement ?? value, rest: sub) { v in
+                        try self.seal(v, key: try theKey(), field: field, namespace: namespace, doc: keyDoc)
+                    }
+                } else if logical.starts(with: fp) {
+                    // Inside an encrypted value: re-send the whole encrypted field.
+                    replacement = nil
+                    if let full, let whole = full.value(atPath: field.path) {
+                        wholeSubtrees[field.path] = try seal(whole, key: try theKey(), field: field, namespace: namespace, doc: keyDoc)
+                    } else {
+                        dropped += 1
+                    }
+                }
+            }
+            if let replacement { newUpdated.append(path, replacement) }
+        }
+        for (path, value) in wholeSubtrees.sorted(by: { $0.key < $1.key }) { newUpdated.append(path, value) }
+        var newDesc = desc.setting("updatedFields", .document(newUpdated.document))
+        if dropped > 0 { newDesc = newDesc.setting("ciphertailDroppedFields", .int32(Int32(dropped))) }
+        return out.setting("updateDescription", .document(newDesc))
+    }
+}
+
