@@ -39,17 +39,17 @@ let package = Package(
         // Domain modules.
         .target(name: "Durable"),
         .target(name: "Archive", dependencies: ["BSON", "Zstd", "Digest", "Durable"]),
-        .target(name: "Pipeline", dependencies: ["Yams"]),
+        .target(name: "Pipeline", dependencies: ["Yams", "FieldCrypto"]),
         .target(name: "Capture", dependencies: [
-            "BSON", "Mongo", "Archive", "Digest", .product(name: "Logging", package: "swift-log"),
+            "BSON", "Mongo", "Archive", "Digest", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Restore", dependencies: [
-            "BSON", "Mongo", "Archive", .product(name: "Logging", package: "swift-log"),
+            "BSON", "Mongo", "Archive", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
         ]),
 
         // Thin CLI and the benchmark.
         .executableTarget(name: "ciphertail", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "Durable",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "Durable", "FieldCrypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -63,9 +63,9 @@ let package = Package(
         .testTarget(name: "BSONTests", dependencies: ["BSON"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
-        .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON"]),
+        .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL"]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

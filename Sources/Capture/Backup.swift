@@ -1,5 +1,6 @@
 import Archive
 import BSON
+import FieldCrypto
 import Foundation
 import Logging
 import Mongo
@@ -9,6 +10,7 @@ public enum CaptureError: Error, CustomStringConvertible {
     case notReplicaSet(hosts: String)
     case eventTooLarge(reason: String)
     case changeStream(reason: String)
+    case unsupportedRule(namespace: String, reason: String)
 
     public var description: String {
         switch self {
@@ -18,6 +20,7 @@ public enum CaptureError: Error, CustomStringConvertible {
         case .eventTooLarge(let r):
             return "a change event was too large for the server to deliver (16 MB limit; MongoDB 6.0 cannot split events): \(r)"
         case .changeStream(let r): return "change stream failed: \(r)"
+        case .unsupportedRule(let ns, let r): return "encryption rule for \(ns): \(r)"
         }
     }
 }
@@ -31,6 +34,9 @@ public struct BackupOptions {
     /// A data segment closes at this much record data and the next one starts.
     public var segmentBytes = 256 << 20
     public var progress: ((BackupProgress) -> Void)?
+    /// The encryption stage: protected fields are encrypted before anything is compressed or
+    /// written. Nil: no encryption.
+    public var protector: DocumentProtector?
 
     public init(connection: ConnectionString, repository: String) {
         self.connection = connection
@@ -92,11 +98,20 @@ public final class BackupRunner {
         logger.info("backup started", metadata: ["backup": "\(writer.id)", "startClusterTime": "\(t0)"])
         do {
             let events = try EventCapture(pool: pool, start: t0, filter: changeStreamFilter(), writer: writer,
-                                          level: options.compressionLevel, segmentBytes: options.segmentBytes, logger: logger)
+                                          level: options.compressionLevel, segmentBytes: options.segmentBytes,
+                                          protector: options.protector, logger: logger)
             try events.start()
             var entries: [NamespaceEntry] = []
             do {
                 let targets = try pool.withClient { try self.listNamespaces($0) }
+                if let protector = options.protector {
+                    // Buckets of a time series hold measurements column-wise: field rules cannot reach them.
+                    for t in targets where t.type == "timeseries"
+                        && protector.covers(database: t.namespace.database, collection: t.namespace.collection) {
+                        throw CaptureError.unsupportedRule(namespace: t.namespace.description,
+                                                           reason: "time series collections cannot have encrypted fields")
+                    }
+                }
                 for (index, target) in targets.enumerated() {
                     try events.checkHealthy()  // a failed capture makes the copy pointless
                     entries.append(try pool.withClient { try copy(target, index: index, client: $0, writer: writer) })
@@ -192,9 +207,18 @@ public final class BackupRunner {
             try rotate()
             // Natural order, no sort: capped collections must come back in insertion order.
             let cursor = source.find(Document(), options: ["batchSize": 2000])
+            let protector = options.protector.flatMap { p in
+                p.covers(database: ns.database, collection: ns.collection) ? p : nil
+            }
             while try cursor.nextRaw({ raw in
                 if segment!.pendingRecordBytes >= options.segmentBytes { try rotate() }
-                try segment!.append(raw)
+                if let protector {
+                    // Encrypted before it reaches the compressor: the archive never holds the plaintext.
+                    let sealed = try protector.protect(Document(trusted: Array(raw)), database: ns.database, collection: ns.collection)
+                    try segment!.append(sealed.bytes)
+                } else {
+                    try segment!.append(raw)
+                }
                 progress.documents += 1
                 progress.bytes += Int64(raw.count)
             }) {

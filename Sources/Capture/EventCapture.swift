@@ -1,5 +1,6 @@
 import Archive
 import BSON
+import FieldCrypto
 import Foundation
 import Logging
 import Mongo
@@ -20,6 +21,7 @@ final class EventCapture {
     private let writer: BackupWriter
     private let level: Int32
     private let segmentBytes: Int
+    private let protector: DocumentProtector?
     private let logger: Logger
     private let condition = NSCondition()
     private var stopAt: Timestamp?
@@ -31,8 +33,9 @@ final class EventCapture {
     private var opened = false
 
     init(pool: ClientPool, start: Timestamp, filter: Document, writer: BackupWriter, level: Int32, segmentBytes: Int,
-         logger: Logger) throws {
+         protector: DocumentProtector?, logger: Logger) throws {
         self.segmentBytes = segmentBytes
+        self.protector = protector
         self.pool = pool
         startTime = start
         self.filter = filter
@@ -74,9 +77,14 @@ final class EventCapture {
         var segment: SegmentWriter?
         do {
             try pool.withClient { client in
-                let stream = try client.watch(pipeline: [["$match": .document(filter)]], options: [
-                    "startAtOperationTime": .timestamp(startTime), "maxAwaitTimeMS": 50, "batchSize": 1000,
-                ])
+                var streamOptions = DocumentBuilder()
+                streamOptions.append("startAtOperationTime", .timestamp(startTime))
+                streamOptions.append("maxAwaitTimeMS", 50)
+                streamOptions.append("batchSize", 1000)
+                // With encryption, an update needs its document: the subject picks the key, and an
+                // update inside an encrypted field is re-sent as the whole encrypted field.
+                if protector != nil { streamOptions.append("fullDocument", "updateLookup") }
+                let stream = try client.watch(pipeline: [["$match": .document(filter)]], options: streamOptions.document)
                 result.startToken = stream.resumeToken
                 var sequence = 1
                 func open() throws -> SegmentWriter {
@@ -111,7 +119,7 @@ final class EventCapture {
                             sequence += 1
                             segment = try open()
                         }
-                        try segment!.append(event.bytes)
+                        try segment!.append((try protector?.protectEvent(event) ?? event).bytes)
                         result.count += 1
                         lastToken = event["_id"]?.documentValue
                     } else if let end, let pbrt = stream.resumeToken, let ts = ResumeToken.clusterTime(pbrt), ts >= end {

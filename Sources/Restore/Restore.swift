@@ -1,5 +1,6 @@
 import Archive
 import BSON
+import FieldCrypto
 import Foundation
 import Logging
 import Mongo
@@ -8,6 +9,7 @@ public enum RestoreError: Error, CustomStringConvertible {
     case targetNotEmpty([String])
     case unreachable(hosts: String, reason: String)
     case failed(namespace: String, reason: String)
+    case undecryptable(namespace: String, failure: DecryptFailure)
 
     public var description: String {
         switch self {
@@ -15,6 +17,7 @@ public enum RestoreError: Error, CustomStringConvertible {
             return "refusing to restore into collections that already hold data: \(ns.joined(separator: ", ")); pass --drop to replace them"
         case .unreachable(let h, let r): return "cannot reach MongoDB at \(h): \(r)"
         case .failed(let ns, let r): return "restore of \(ns) failed: \(r)"
+        case .undecryptable(let ns, let f): return "\(ns): cannot decrypt \(f) (--strict)"
         }
     }
 }
@@ -28,6 +31,11 @@ public struct RestoreOptions {
     public var drop = false
     public var workers = 4
     public var progress: ((RestoreProgress) -> Void)?
+    /// Decrypts protected fields while loading; nil loads the ciphertext as it is
+    /// (`--keep-encrypted`, or no keys given).
+    public var decryptor: LenientDecryptor?
+    /// Stop at the first value that cannot be decrypted, instead of counting it.
+    public var strict = false
 
     public init(connection: ConnectionString, repository: String) {
         self.connection = connection
@@ -50,6 +58,11 @@ public struct RestoreSummary: Codable {
     public var indexes: Int
     public var consistentClusterTime: String
     public var seconds: Double
+    /// Values left encrypted because their key is missing or they failed authentication,
+    /// counted per namespace; `undecryptableDetail` names field paths and key ids.
+    public var undecryptable: [String: Int] = [:]
+    public var undecryptableDetail: [String] = []
+    public var decrypted: Bool = false
 }
 
 /// Recreates collections with their options, loads documents with parallel bulk inserts,
@@ -102,11 +115,44 @@ public final class RestoreRunner {
         let loaded = try load(plans, manifest: manifest, repo: repo, pool: pool)
         let (applied, superseded) = try pool.withClient { try replay(manifest, repo: repo, client: $0) }
         let indexes = try pool.withClient { try buildIndexes(plans, client: $0) }
-        return RestoreSummary(
+        var summary = RestoreSummary(
             backup: manifest.id,
             namespaces: Dictionary(uniqueKeysWithValues: plans.map { ($0.source.description, $0.target.description) }),
             documents: loaded, eventsApplied: applied, eventsSuperseded: superseded, indexes: indexes,
             consistentClusterTime: manifest.clusterTime.end.description, seconds: Date().timeIntervalSince(started))
+        summary.decrypted = options.decryptor != nil
+        summary.undecryptable = failures.counts
+        summary.undecryptableDetail = failures.details
+        return summary
+    }
+
+    /// Values that could not be decrypted, gathered from every loader thread.
+    final class FailureLog: @unchecked Sendable {
+        private let lock = NSLock()
+        private(set) var counts: [String: Int] = [:]
+        private var seen: Set<String> = []
+        private(set) var details: [String] = []
+
+        func add(_ ns: String, _ f: [DecryptFailure]) {
+            lock.lock(); defer { lock.unlock() }
+            counts[ns, default: 0] += f.count
+            for x in f {
+                let line = "\(ns) \(x)"
+                if seen.insert(line).inserted && details.count < 100 { details.append(line) }
+            }
+        }
+    }
+    let failures = FailureLog()
+
+    /// Decrypts one record (a document or an event) unless loading ciphertext as is.
+    func open(_ raw: UnsafeRawBufferPointer, namespace: String) throws -> Document? {
+        guard let decryptor = options.decryptor else { return nil }
+        let (doc, failed) = decryptor.decrypt(Document(trusted: Array(raw)))
+        if !failed.isEmpty {
+            if options.strict { throw RestoreError.undecryptable(namespace: namespace, failure: failed[0]) }
+            failures.add(namespace, failed)
+        }
+        return doc
     }
 
     /// Refuses non-empty targets (unless --drop), then creates collections and views.
@@ -199,7 +245,9 @@ public final class RestoreRunner {
                         if state.failed != nil { continue }
                         do {
                             let bulk = client.collection(w.target).bulk(ordered: false, bypassValidation: true)
-                            try w.block.forEachRecord { try bulk.insert(raw: $0) }
+                            try w.block.forEachRecord { raw in
+                                if let doc = try self.open(raw, namespace: w.target.description) { try bulk.insert(doc) } else { try bulk.insert(raw: raw) }
+                            }
                             do {
                                 try bulk.execute()
                             } catch let e as MongoError {
@@ -242,7 +290,9 @@ public final class RestoreRunner {
                     let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
                     while let block = try reader.nextBlock() {
                         let bulk = client.collection(p.target).bulk(ordered: true, bypassValidation: true)
-                        try block.forEachRecord { try bulk.insert(raw: $0) }
+                        try block.forEachRecord { raw in
+                            if let doc = try self.open(raw, namespace: p.target.description) { try bulk.insert(doc) } else { try bulk.insert(raw: raw) }
+                        }
                         try bulk.execute()
                         inserted += Int64(block.recordCount)
                     }
@@ -260,9 +310,11 @@ public final class RestoreRunner {
             let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
             while let block = try reader.nextBlock() {
                 try block.forEachRecord { raw in
-                    let event = Document(trusted: Array(raw))
+                    var event = Document(trusted: Array(raw))
                     // The consistent point bounds the replay, whatever the capture wrote.
                     if let ts = event["clusterTime"]?.timestampValue, ts > manifest.clusterTime.end { return }
+                    let ns = event["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "?"
+                    if let opened = try self.open(raw, namespace: ns) { event = opened }
                     try applier.apply(event)
                 }
             }

@@ -3,6 +3,8 @@ import ArgumentParser
 import Capture
 import Foundation
 import Mongo
+import FieldCrypto
+import Pipeline
 
 struct BackupCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -33,9 +35,12 @@ struct BackupCommand: ParsableCommand {
     @Option(help: ArgumentHelp("zstd compression level (1-19, default 3).", valueName: "n"))
     var level: Int?
 
+    @OptionGroup var keys: KeyOptions
+
     func run() throws {
         try runReportingErrors {
-            let settings = try common.loadPipeline().resolve(uri: uri, namespaces: ns, repo: repo, level: level)
+            let file = try common.loadPipeline()
+            let settings = file.resolve(uri: uri, namespaces: ns, repo: repo, level: level)
             guard let uri = settings.uri else { throw ValidationError("no source: give --uri or source.uri in the pipeline file") }
             guard let repo = settings.repo else { throw ValidationError("no repository: give --repo or archive.repo in the pipeline file") }
             var options = BackupOptions(connection: ConnectionString(uri), repository: repo)
@@ -43,6 +48,13 @@ struct BackupCommand: ParsableCommand {
             options.compressionLevel = Int32(settings.compressionLevel)
             options.blockBytes = settings.blockBytes
             options.segmentBytes = settings.segmentBytes
+            if let rules = file.encryption?.protectionRules(), !rules.isEmpty {
+                // Fail closed: with rules configured, no keys means no backup, never plaintext.
+                guard let keySettings = KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile) else {
+                    throw ValidationError("the pipeline has encryption rules but names no key vault and master key")
+                }
+                options.protector = DocumentProtector(rules: rules, engine: try keySettings.openEngine())
+            }
             let progress = ProgressLine(enabled: true)
             options.progress = { p in
                 progress.update("backup \(p.namespace): \(p.documents) documents, \(formatBytes(p.bytes))",

@@ -21,8 +21,9 @@ struct Ciphertail: ParsableCommand {
 
         Exit codes: 0 success, 1 unexpected error, 3 MongoDB unreachable or unsuitable, \
         4 refused (target not empty), 5 not found (backup id, repository), 6 damaged archive, \
-        7 file system error (not writable, disk full), 64 bad usage or configuration.
+        7 file system error (not writable, disk full), 8 key problem (key vault or master key \
+        refused, wrong master key), 64 bad usage or configuration.
         """,
         version: "0.1.0 (archive format 1)",
-        subcommands: [BackupCommand.self, RestoreCommand.self, ListCommand.self, VerifyCommand.self])
+        subcommands: [BackupCommand.self, RestoreCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self])
 }

@@ -2,6 +2,8 @@ import Archive
 import ArgumentParser
 import Foundation
 import Mongo
+import Pipeline
+import FieldCrypto
 import Restore
 
 struct RestoreCommand: ParsableCommand {
@@ -45,6 +47,14 @@ struct RestoreCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Parallel insert workers (default 4).", valueName: "n"))
     var workers: Int?
 
+    @OptionGroup var keys: KeyOptions
+
+    @Flag(name: .customLong("keep-encrypted"), help: "Load protected fields as ciphertext: the target never sees plaintext. Drivers with the same key vault and master key can read them.")
+    var keepEncrypted = false
+
+    @Flag(help: "Fail on the first value that cannot be decrypted (missing key, failed authentication) instead of keeping it encrypted and counting it.")
+    var strict = false
+
     func validate() throws {
         if (nsFrom == nil) != (nsTo == nil) { throw ValidationError("--ns-from and --ns-to go together") }
         if let w = workers, w < 1 { throw ValidationError("--workers must be at least 1") }
@@ -62,6 +72,10 @@ struct RestoreCommand: ParsableCommand {
             if let nsFrom, let nsTo { options.mapping = try NamespaceMapping(from: nsFrom, to: nsTo) }
             options.drop = drop
             options.workers = workers ?? file.restore?.workers ?? 4
+            options.strict = strict
+            if !keepEncrypted, let keySettings = KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile) {
+                options.decryptor = LenientDecryptor(engine: try keySettings.openEngine())
+            }
             let progress = ProgressLine(enabled: true)
             options.progress = { p in
                 progress.update("restore: \(p.documents) documents", done: Double(p.documents), total: Double(p.expectedDocuments))
@@ -75,8 +89,10 @@ struct RestoreCommand: ParsableCommand {
                       + (summary.eventsSuperseded > 0 ? " (\(summary.eventsSuperseded) superseded)" : "") + ", "
                       + "\(summary.indexes) indexes, consistent at cluster time \(summary.consistentClusterTime)")
                 for (from, to) in summary.namespaces.sorted(by: { $0.key < $1.key }) {
-                    print("  \(from) -> \(to)")
+                    print("  \(from) -> \(to)" + (summary.undecryptable[to].map { "  (\($0) values left encrypted)" } ?? ""))
                 }
+                if !summary.decrypted { print("protected fields were loaded as ciphertext (--keep-encrypted, or no key vault given)") }
+                for line in summary.undecryptableDetail { print("  cannot decrypt: \(line)") }
             }
         }
     }

@@ -2,6 +2,7 @@ import Archive
 import ArgumentParser
 import Capture
 import Durable
+import FieldCrypto
 import Foundation
 import Logging
 import Mongo
@@ -16,6 +17,7 @@ enum Exit {
     static let notFound: Int32 = 5
     static let damaged: Int32 = 6
     static let fileSystem: Int32 = 7
+    static let keys: Int32 = 8
     static let usage: Int32 = 64
 }
 
@@ -64,6 +66,7 @@ func classify(_ error: Error) -> (Int32, String) {
         case .targetNotEmpty: return (Exit.refused, e.description)
         case .unreachable: return (Exit.mongo, e.description)
         case .failed: return (Exit.unexpected, e.description)
+        case .undecryptable: return (Exit.keys, e.description)
         }
     case let e as ArchiveError:
         switch e {
@@ -72,6 +75,13 @@ func classify(_ error: Error) -> (Int32, String) {
         }
     case let e as FileError: return (Exit.fileSystem, e.description)
     case let e as PipelineError: return (Exit.usage, e.description)
+    case let e as FieldCryptoError:
+        switch e {
+        case .keyNotFound: return (Exit.notFound, e.description)
+        case .keyVault, .masterKey, .masterKeyMismatch: return (Exit.keys, e.description)
+        default: return (Exit.unexpected, e.description)
+        }
+    case let e as ProtectionError: return (Exit.unexpected, e.description)
     case let e as MongoError: return (Exit.mongo, e.description)
     case let e as ValidationError: return (Exit.usage, e.message)
     default: return (Exit.unexpected, "\(error)")

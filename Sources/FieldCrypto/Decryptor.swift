@@ -1,0 +1,55 @@
+import BSON
+import Foundation
+
+/// One value that could not be decrypted: which key and which field, never the value.
+public struct DecryptFailure: Hashable, Sendable, CustomStringConvertible {
+    public let keyId: String
+    public let path: String
+    public let reason: String
+    public var description: String { "field \(path) (data key \(keyId)): \(reason)" }
+}
+
+/// Decrypts whole documents; a value whose key is missing or whose ciphertext fails its
+/// check stays as it is (ciphertext) and is reported, so one erased or lost key does not
+/// stop a restore.
+public final class LenientDecryptor: @unchecked Sendable {
+    public let engine: MongoCryptEngine
+
+    public init(engine: MongoCryptEngine) { self.engine = engine }
+
+    public func decrypt(_ doc: Document) -> (Document, [DecryptFailure]) {
+        if let whole = try? engine.decryptDocument(doc) { return (whole, []) }
+        var failures: [DecryptFailure] = []
+        let out = walk(doc, prefix: "", failures: &failures)
+        return (out, failures)
+    }
+
+    private func walk(_ doc: Document, prefix: String, failures: inout [DecryptFailure]) -> Document {
+        var b = DocumentBuilder()
+        for (k, v) in doc.elements { b.append(k, value(v, path: prefix.isEmpty ? k : "\(prefix).\(k)", failures: &failures)) }
+        return b.document
+    }
+
+    private func value(_ v: BSONValue, path: String, failures: inout [DecryptFailure]) -> BSONValue {
+        switch v {
+        case .binary(6, let bytes):
+            do {
+                return try engine.decrypt(v)
+            } catch {
+                let keyId = bytes.count >= 17 ? (UUID(keyIdBytes: Array(bytes[1..<17]))?.uuidString.lowercased() ?? "?") : "?"
+                let reason: String
+                switch error as? FieldCryptoError {
+                case .keyNotFound?: reason = "data key not in the key vault"
+                case .authenticationFailed?: reason = "ciphertext failed authentication (tampered or damaged)"
+                case .masterKeyMismatch?: reason = "the master key cannot unwrap the data key"
+                default: reason = "\(error)"
+                }
+                failures.append(DecryptFailure(keyId: keyId, path: path, reason: reason))
+                return v
+            }
+        case .document(let d): return .document(walk(d, prefix: path, failures: &failures))
+        case .array(let items): return .array(items.enumerated().map { value($1, path: "\(path).\($0)", failures: &failures) })
+        default: return v
+        }
+    }
+}

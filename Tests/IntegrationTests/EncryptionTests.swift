@@ -1,0 +1,200 @@
+import Archive
+import BSON
+import FieldCrypto
+import Foundation
+import Mongo
+import Pipeline
+import TestSupport
+import XCTest
+
+/// The encryption stage end to end, through the real CLI, real mongod and real libmongocrypt:
+/// canary values must appear nowhere in the archive (raw or decompressed) or the logs, and
+/// restores give the plaintext back, or the ciphertext with --keep-encrypted.
+final class EncryptionTests: XCTestCase {
+    var dir: String!
+    var src: String!
+    var keySettings: KeySettings!
+
+    override func setUpWithError() throws {
+        dir = TestEnv.temporaryDirectory("enc")
+        src = TestEnv.uniqueName("enc_src")
+        keySettings = KeySettings(keyVault: dir + "/keyvault", masterKeyFile: dir + "/master.key")
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", keySettings.keyVault, "--master-key-file", keySettings.masterKeyFile]).status, 0)
+    }
+
+    override func tearDown() { dropDatabases(src, src + "_plain", src + "_sealed", src + "_other") }
+
+    func pipeline(repo: String, vault: String? = nil, masterKey: String? = nil) -> String {
+        let path = dir + "/pipeline-\(UUID().uuidString.prefix(6)).yaml"
+        let yaml = """
+        source:
+          uri: \(TestEnv.uri)
+          namespaces: [\(src!).*]
+        archive:
+          repo: \(repo)
+        encryption:
+          keyVault: \(vault ?? keySettings.keyVault)
+          masterKey:
+            provider: local
+            local: {keyFile: \(masterKey ?? keySettings.masterKeyFile)}
+          rules:
+            - namespace: \(src!).users
+              subject: userId
+              fields:
+                - {path: ssn, algorithm: deterministic}
+                - {path: email, algorithm: deterministic}
+                - {path: name, algorithm: random}
+                - {path: address, algorithm: random}
+                - {path: orders.card, algorithm: random}
+        """
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(yaml.utf8)))
+        return path
+    }
+
+    static func canary(_ kind: String, _ i: Int) -> String { "CANARY\(kind)\(String(format: "%05d", i))Z" }
+
+    func seed(_ n: Int) throws {
+        let client = try TestEnv.client()
+        try insert(client, Namespace(database: src, collection: "users"), (0..<n).map { i in
+            Document(["_id": .int32(Int32(i)), "userId": .string("u\(i % 50)"), "name": .string(Self.canary("NAME", i)),
+                      "email": .string(Self.canary("MAIL", i)), "ssn": .string(Self.canary("SSN", i)),
+                      "address": ["street": .string(Self.canary("STREET", i)), "zip": "12345"],
+                      "orders": [["n": 1, "card": .string(Self.canary("CARD", i))]], "visits": .int32(Int32(i))])
+        })
+        try insert(client, Namespace(database: src, collection: "plain"), [Document(["_id": 1, "note": "not protected"])])
+    }
+
+    /// Every byte of the repo, and every decompressed block, searched for canary text.
+    func assertNoCanaries(inRepo repo: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let e = FileManager.default.enumerator(atPath: repo)
+        var blocks = 0
+        while let rel = e?.nextObject() as? String {
+            let path = repo + "/" + rel
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue else { continue }
+            let raw = try Data(contentsOf: URL(fileURLWithPath: path))
+            XCTAssertNil(raw.range(of: Data("CANARY".utf8)), "canary in raw \(rel)", file: file, line: line)
+            guard rel.hasSuffix(".seg") else { continue }
+            let reader = try SegmentReader(path: path)
+            while let block = try reader.nextBlock() {
+                blocks += 1
+                XCTAssertNil(Data(block.data).range(of: Data("CANARY".utf8)), "canary in a decompressed block of \(rel)", file: file, line: line)
+            }
+        }
+        XCTAssertGreaterThan(blocks, 0, file: file, line: line)
+    }
+
+    func testArchivesAndLogsHoldNoPlaintextAndRestoresDecryptOrKeepCiphertext() throws {
+        try seed(400)
+        let client = try TestEnv.client()
+        let repo = dir + "/repo"
+        let pipe = pipeline(repo: repo)
+
+        // Updates to protected fields while the backup runs: change events must be sealed too.
+        let stop = StopFlag()
+        let writer = Thread {
+            guard let c = try? TestEnv.client() else { return }
+            var i = 1000
+            while !stop.isSet {
+                i += 1
+                _ = try? c.runCommand(["update": "users", "updates": [[
+                    "q": ["_id": .int32(Int32(i % 400))],
+                    "u": ["$set": ["ssn": .string(Self.canary("SSN", i)), "address.street": .string(Self.canary("STREET", i)),
+                                   "orders.0.card": .string(Self.canary("CARD", i))]]]]], database: self.src)
+                _ = try? c.runCommand(["insert": "users", "documents": [["_id": .int32(Int32(i)), "userId": "u-new",
+                                                                        "email": .string(Self.canary("MAIL", i))]]], database: self.src)
+            }
+        }
+        writer.start()
+        let backup = TestEnv.ciphertail(["backup", "--pipeline", pipe, "--json", "--log-level", "trace"])
+        stop.set()
+        while !writer.isFinished { usleep(10_000) }
+        XCTAssertEqual(backup.status, 0, backup.stderr)
+        XCTAssertFalse(backup.stdout.contains("CANARY") || backup.stderr.contains("CANARY"), "plaintext in the output or logs")
+        try assertNoCanaries(inRepo: repo)
+        let manifest = try Repository(path: repo).latest()
+        XCTAssertGreaterThan(manifest.events.count, 0, "the test needs change events in the backup")
+        // The key vault is not in the repository.
+        XCTAssertFalse(FileManager.default.fileExists(atPath: repo + "/keyvault"))
+
+        // Restore decrypts: the documents read back in clear.
+        let plain = TestEnv.ciphertail(["restore", "--pipeline", pipe, "--ns-from", "\(src!).*", "--ns-to", "\(src!)_plain.*", "--json"])
+        XCTAssertEqual(plain.status, 0, plain.stderr)
+        XCTAssertFalse(plain.stdout.contains("CANARY") || plain.stderr.contains("CANARY"))
+        let restored = try TestEnv.documents(client, Namespace(database: src + "_plain", collection: "users"))
+        XCTAssertGreaterThanOrEqual(restored.count, 400)
+        let first = try XCTUnwrap(restored.first { $0["_id"] == .int32(0) })
+        XCTAssertEqual(first["name"], .string(Self.canary("NAME", 0)))
+        XCTAssertEqual(first["userId"], "u0")
+        for d in restored { XCTAssertFalse(d.bytes.containsSubtype6, "no ciphertext left after a decrypting restore") }
+
+        // --keep-encrypted: the target holds only ciphertext for the protected fields.
+        let sealed = TestEnv.ciphertail(["restore", "--pipeline", pipe, "--keep-encrypted", "--ns-from", "\(src!).*", "--ns-to", "\(src!)_sealed.*"])
+        XCTAssertEqual(sealed.status, 0, sealed.stderr)
+        let sealedDocs = try TestEnv.documents(client, Namespace(database: src + "_sealed", collection: "users"))
+        XCTAssertEqual(sealedDocs.count, restored.count)
+        for d in sealedDocs { XCTAssertFalse(String(decoding: d.bytes, as: UTF8.self).contains("CANARY")) }
+        let engine = try keySettings.openEngine()
+        for (a, b) in zip(sealedDocs, restored) { XCTAssertEqual(try engine.decryptDocument(a).bytes, b.bytes) }
+        // Unprotected collections come back in clear either way.
+        XCTAssertEqual(try TestEnv.documents(client, Namespace(database: src + "_sealed", collection: "plain")),
+                       [Document(["_id": 1, "note": "not protected"])])
+    }
+
+    func testMissingKeysAreCountedOrFatalAndAWrongMasterKeyWritesNothing() throws {
+        try seed(60)
+        let client = try TestEnv.client()
+        let repo = dir + "/repo2"
+        let pipe = pipeline(repo: repo)
+        XCTAssertEqual(TestEnv.ciphertail(["backup", "--pipeline", pipe]).status, 0)
+
+        // Another key vault under the same master key: it knows none of the data keys.
+        let otherVault = dir + "/other-vault"
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", otherVault, "--master-key-file", keySettings.masterKeyFile]).status, 0)
+        let lenient = TestEnv.ciphertail(["restore", "--pipeline", pipeline(repo: repo, vault: otherVault),
+                                          "--ns-from", "\(src!).*", "--ns-to", "\(src!)_other.*", "--json"])
+        XCTAssertEqual(lenient.status, 0, lenient.stderr)
+        XCTAssertTrue(lenient.stdout.contains("\"\(src!)_other.users\" : 300"), lenient.stdout)  // 60 documents x 5 fields
+        XCTAssertTrue(lenient.stdout.contains("data key not in the key vault"), lenient.stdout)
+        XCTAssertFalse(lenient.stdout.contains("CANARY"))
+
+        let strict = TestEnv.ciphertail(["restore", "--pipeline", pipeline(repo: repo, vault: otherVault), "--strict", "--drop",
+                                         "--ns-from", "\(src!).*", "--ns-to", "\(src!)_other.*"])
+        XCTAssertNotEqual(strict.status, 0)
+        XCTAssertTrue(strict.stderr.contains("cannot decrypt field"), strict.stderr)
+
+        // A wrong master key: a clear error, and the target is not touched.
+        let wrongKey = dir + "/wrong.key"
+        _ = try LocalMasterKey.create(at: wrongKey)
+        dropDatabases(src + "_other")
+        let wrong = TestEnv.ciphertail(["restore", "--pipeline", pipeline(repo: repo, masterKey: wrongKey),
+                                        "--ns-from", "\(src!).*", "--ns-to", "\(src!)_other.*", "--strict"])
+        XCTAssertEqual(wrong.status, 8, wrong.stderr)
+        XCTAssertTrue(wrong.stderr.contains("master key"), wrong.stderr)
+        XCTAssertEqual(try client.database(src + "_other").listCollections().count, 0, "nothing written with a wrong master key")
+    }
+}
+
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var flag = false
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return flag }
+    func set() { lock.lock(); flag = true; lock.unlock() }
+}
+
+extension Array where Element == UInt8 {
+    /// True when the bytes hold a BSON binary subtype 6 value (ciphertext) at any depth.
+    var containsSubtype6: Bool {
+        func scan(_ d: Document) -> Bool {
+            d.elements.contains { e in
+                switch e.value {
+                case .binary(6, _): return true
+                case .document(let sub): return scan(sub)
+                case .array(let items): return items.contains { if case .document(let s) = $0 { return scan(s) }; if case .binary(6, _) = $0 { return true }; return false }
+                default: return false
+                }
+            }
+        }
+        return scan(Document(trusted: self))
+    }
+}
