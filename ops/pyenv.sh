@@ -5,8 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${CIPHERTAIL_CACHE:-$ROOT/.cache}"
 VENV="$CACHE/venv"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import pymongo' 2>/dev/null; then
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import pymongo, pymongocrypt' 2>/dev/null; then
   python3 -m venv "$VENV" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "pymongo==4.6.3" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "pymongo[encryption]==4.6.3" "pymongocrypt==1.21.2" >&2
 fi
 echo "$VENV/bin/python"

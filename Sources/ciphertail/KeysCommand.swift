@@ -2,7 +2,9 @@ import ArgumentParser
 import BSON
 import FieldCrypto
 import Foundation
+import Mongo
 import Pipeline
+import Restore
 
 struct KeyOptions: ParsableArguments {
     @Option(name: .customLong("key-vault"), help: ArgumentHelp("Key vault file (default: encryption.keyVault of the pipeline).", valueName: "file"))
@@ -31,7 +33,47 @@ struct KeysCommand: ParsableCommand {
           ciphertail keys create --pipeline pipelines/encrypted-backup.yaml --alt-name billing
           ciphertail keys list   --pipeline pipelines/encrypted-backup.yaml --json
         """,
-        subcommands: [Init.self, Create.self, List.self, Show.self])
+        subcommands: [Init.self, Create.self, List.self, Show.self, Export.self, Import.self])
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Copy the data keys into a MongoDB key vault collection (for drivers' automatic decryption).",
+            discussion: "The key documents are MongoDB's CSFLE key documents, still wrapped by the master key; existing ids are replaced.")
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var keys: KeyOptions
+        @Option(help: ArgumentHelp("Deployment that holds the key vault collection.", valueName: "uri")) var uri: String
+        @Option(name: .customLong("key-vault-namespace"), help: ArgumentHelp("db.coll (default encryption.__keyVault).", valueName: "ns"))
+        var keyVaultNamespace = "encryption.__keyVault"
+
+        func run() throws {
+            try runReportingErrors {
+                let engine = try keys.settings(common).openEngine()
+                guard let ns = Namespace(keyVaultNamespace) else { throw ValidationError("--key-vault-namespace must be db.coll") }
+                let n = try KeyTransfer.export(engine.keyVault, to: ConnectionString(uri), namespace: ns)
+                if common.json { try printJSON(["exported": n]) } else { print("exported \(n) data keys to \(ns)") }
+            }
+        }
+    }
+
+    struct Import: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Copy data keys from a MongoDB key vault collection into the key vault file.",
+            discussion: "Keys whose id is already in the file are skipped. They must be wrapped by the same master key to be usable.")
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var keys: KeyOptions
+        @Option(help: ArgumentHelp("Deployment that holds the key vault collection.", valueName: "uri")) var uri: String
+        @Option(name: .customLong("key-vault-namespace"), help: ArgumentHelp("db.coll (default encryption.__keyVault).", valueName: "ns"))
+        var keyVaultNamespace = "encryption.__keyVault"
+
+        func run() throws {
+            try runReportingErrors {
+                let engine = try keys.settings(common).openEngine()
+                guard let ns = Namespace(keyVaultNamespace) else { throw ValidationError("--key-vault-namespace must be db.coll") }
+                let n = try KeyTransfer.import(from: ConnectionString(uri), namespace: ns, into: engine.keyVault)
+                if common.json { try printJSON(["imported": n]) } else { print("imported \(n) data keys from \(ns)") }
+            }
+        }
+    }
 
     struct Init: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -82,6 +82,7 @@ func classify(_ error: Error) -> (Int32, String) {
         default: return (Exit.unexpected, e.description)
         }
     case let e as ProtectionError: return (Exit.unexpected, e.description)
+    case let e as QueryError: return (Exit.usage, e.description)
     case let e as MongoError: return (Exit.mongo, e.description)
     case let e as ValidationError: return (Exit.usage, e.message)
     default: return (Exit.unexpected, "\(error)")

@@ -198,3 +198,125 @@ extension Array where Element == UInt8 {
         return scan(Document(trusted: self))
     }
 }
+
+/// ciphertail and an independent MongoDB client (pymongo + pymongocrypt) read each other's
+/// ciphertext, given the same key vault and local master key.
+final class InteropTests: XCTestCase {
+    func testPymongoReadsWhatWeSealedAndWeReadWhatPymongoSealed() throws {
+        let dir = TestEnv.temporaryDirectory("interop")
+        let src = TestEnv.uniqueName("interop")
+        defer { dropDatabases(src, src + "_sealed", src + "_kv") }
+        let vault = dir + "/keyvault", master = dir + "/master.key"
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", vault, "--master-key-file", master]).status, 0)
+        let client = try TestEnv.client()
+        try insert(client, Namespace(database: src, collection: "users"), (0..<20).map { i in
+            Document(["_id": .int32(Int32(i)), "userId": .string("u\(i % 4)"), "name": .string("Name \(i)"), "email": .string("user\(i)@example.com"),
+                      "ssn": .string("SSN-\(i)"), "address": ["street": .string("\(i) Main St")], "orders": [["card": .string("CARD-\(i)")]]])
+        })
+        let pipe = dir + "/p.yaml"
+        XCTAssertTrue(FileManager.default.createFile(atPath: pipe, contents: Data("""
+        source: {uri: "\(TestEnv.uri)", namespaces: [\(src).*]}
+        archive: {repo: \(dir)/repo}
+        encryption:
+          keyVault: \(vault)
+          masterKey: {provider: local, local: {keyFile: \(master)}}
+          rules:
+            - namespace: \(src).users
+              subject: userId
+              fields:
+                - {path: ssn, algorithm: deterministic}
+                - {path: email, algorithm: deterministic}
+                - {path: name, algorithm: random}
+                - {path: address, algorithm: random}
+                - {path: orders.card, algorithm: random}
+        """.utf8)))
+        XCTAssertEqual(TestEnv.ciphertail(["backup", "--pipeline", pipe]).status, 0)
+        let r = TestEnv.ciphertail(["restore", "--pipeline", pipe, "--keep-encrypted", "--ns-from", "\(src).*", "--ns-to", "\(src)_sealed.*"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        // The target really holds ciphertext.
+        let stored = try TestEnv.documents(client, Namespace(database: src + "_sealed", collection: "users"))
+        guard case .binary(6, _)? = stored.first?["ssn"] else { return XCTFail("ssn is not encrypted in the target") }
+
+        let kvNS = "\(src)_kv.__keyVault"
+        let export = TestEnv.ciphertail(["keys", "export", "--pipeline", pipe, "--uri", TestEnv.uri, "--key-vault-namespace", kvNS])
+        XCTAssertEqual(export.status, 0, export.stderr)
+        let python = TestEnv.shell("\(TestEnv.root)/ops/pyenv.sh").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let script = "\(TestEnv.root)/Tests/interop/csfle_interop.py"
+
+        // pymongo's automatic decryption reads what ciphertail encrypted.
+        let read = TestEnv.run(python, [script, "read-sealed", TestEnv.uri, src + "_sealed", kvNS, master])
+        XCTAssertEqual(read.status, 0, read.stderr)
+        let rows = try JSONSerialization.jsonObject(with: Data(read.stdout.utf8)) as? [[String: Any]]
+        XCTAssertEqual(rows?.count, 5)
+        XCTAssertEqual(rows?.first?["ssn"] as? String, "SSN-0")
+        XCTAssertEqual(rows?.first?["email"] as? String, "user0@example.com")
+        XCTAssertEqual(rows?.first?["name"] as? String, "Name 0")
+        XCTAssertEqual(rows?.first?["street"] as? String, "0 Main St")
+        XCTAssertEqual(rows?[3]["card"] as? String, "CARD-3")
+
+        // ciphertail decrypts what pymongo encrypted explicitly, once it has the key.
+        let write = TestEnv.run(python, [script, "write-explicit", TestEnv.uri, src, kvNS, master])
+        XCTAssertEqual(write.status, 0, write.stderr)
+        let imported = TestEnv.ciphertail(["keys", "import", "--pipeline", pipe, "--uri", TestEnv.uri, "--key-vault-namespace", kvNS, "--json"])
+        XCTAssertEqual(imported.status, 0, imported.stderr)
+        XCTAssertTrue(imported.stdout.contains("\"imported\" : 1"), imported.stdout)
+        let found = TestEnv.ciphertail(["find", "--pipeline", pipe, "--uri", TestEnv.uri, "--ns", "\(src).pyenc", "--filter", "{}"])
+        XCTAssertEqual(found.status, 0, found.stderr)
+        XCTAssertTrue(found.stdout.contains("PYCANARY-DETERMINISTIC") && found.stdout.contains("PYCANARY-RANDOM"), found.stdout)
+    }
+}
+
+/// `find` over a live collection and over an archive.
+final class FindTests: XCTestCase {
+    func testEqualityOnDeterministicFieldsOverACollectionAndAnArchive() throws {
+        let dir = TestEnv.temporaryDirectory("find")
+        let src = TestEnv.uniqueName("find")
+        defer { dropDatabases(src, src + "_sealed") }
+        let vault = dir + "/keyvault", master = dir + "/master.key"
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", vault, "--master-key-file", master]).status, 0)
+        let client = try TestEnv.client()
+        try insert(client, Namespace(database: src, collection: "users"), (0..<30).map { i in
+            Document(["_id": .int32(Int32(i)), "userId": .string("u\(i % 3)"), "email": .string("shared@example.com"),
+                      "ssn": .string("SSN-\(i)"), "name": .string("N\(i)")])
+        })
+        let pipe = dir + "/p.yaml"
+        XCTAssertTrue(FileManager.default.createFile(atPath: pipe, contents: Data("""
+        source: {uri: "\(TestEnv.uri)", namespaces: [\(src).*]}
+        archive: {repo: \(dir)/repo}
+        encryption:
+          keyVault: \(vault)
+          masterKey: {provider: local, local: {keyFile: \(master)}}
+          rules:
+            - namespace: "*.users"
+              subject: userId
+              fields:
+                - {path: ssn, algorithm: deterministic}
+                - {path: email, algorithm: deterministic}
+                - {path: name, algorithm: random}
+        """.utf8)))
+        XCTAssertEqual(TestEnv.ciphertail(["backup", "--pipeline", pipe]).status, 0)
+        XCTAssertEqual(TestEnv.ciphertail(["restore", "--pipeline", pipe, "--keep-encrypted", "--ns-from", "\(src).*", "--ns-to", "\(src)_sealed.*"]).status, 0)
+
+        for target in [["--uri", TestEnv.uri, "--ns", "\(src)_sealed.users"], ["--repo", dir + "/repo", "--ns", "\(src).users"]] {
+            // Same email for everyone, but each subject's key gives its own ciphertext: only u1's 10 match.
+            let r = TestEnv.ciphertail(["find", "--pipeline", pipe] + target + ["--filter", #"{"userId": "u1", "email": "shared@example.com"}"#])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let lines = r.stdout.split(separator: "\n")
+            XCTAssertEqual(lines.count, 10, r.stdout)
+            XCTAssertTrue(lines.allSatisfy { $0.contains("\"u1\"") && $0.contains("shared@example.com") }, r.stdout)
+            let one = TestEnv.ciphertail(["find", "--pipeline", pipe] + target + ["--filter", #"{"userId": "u2", "ssn": {"$in": ["SSN-2", "SSN-5", "SSN-3"]}}"#])
+            XCTAssertEqual(one.stdout.split(separator: "\n").count, 2, one.stdout)  // SSN-2 and SSN-5 belong to u2
+            let noSubject = TestEnv.ciphertail(["find", "--pipeline", pipe] + target + ["--filter", #"{"email": "shared@example.com"}"#])
+            XCTAssertEqual(noSubject.status, 64)
+            XCTAssertTrue(noSubject.stderr.contains("needs an equality on userId"), noSubject.stderr)
+            let random = TestEnv.ciphertail(["find", "--pipeline", pipe] + target + ["--filter", #"{"userId": "u1", "name": "N1"}"#])
+            XCTAssertEqual(random.status, 64)
+            XCTAssertTrue(random.stderr.contains("random algorithm"), random.stderr)
+            let range = TestEnv.ciphertail(["find", "--pipeline", pipe] + target + ["--filter", #"{"userId": "u1", "ssn": {"$gt": "A"}}"#])
+            XCTAssertTrue(range.stderr.contains("$gt cannot run on ciphertext"), range.stderr)
+            let unknown = TestEnv.ciphertail(["find", "--pipeline", pipe] + target + ["--filter", #"{"userId": "nobody", "ssn": "SSN-1"}"#])
+            XCTAssertEqual(unknown.status, 0)
+            XCTAssertEqual(unknown.stdout, "")
+        }
+    }
+}
