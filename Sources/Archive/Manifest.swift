@@ -105,6 +105,8 @@ public struct Manifest: Codable, Equatable, Sendable {
     public var resumeTokens: ResumeTokens
     public var namespaces: [NamespaceEntry]
     public var events: EventLog
+    /// Namespace to the field paths encrypted in it (absent: no field encryption).
+    public var protectedFields: [String: [String]]?
 
     public init(id: String, createdAt: Date, completedAt: Date, source: SourceInfo, compression: CompressionInfo,
                 clusterTime: ClusterTimeRange, resumeTokens: ResumeTokens, namespaces: [NamespaceEntry], events: EventLog) {

@@ -71,6 +71,12 @@ public struct Document: Equatable, Hashable, @unchecked Sendable, CustomStringCo
 
     public var keys: [String] { elements.map(\.key) }
 
+    /// True when a binary value of this subtype (or, if asked, JavaScript code with scope)
+    /// appears anywhere in the document.
+    public func contains(binarySubtype: UInt8, orScopedCode: Bool = false) -> Bool {
+        LibBSON.withStatic(bytes) { LibBSON.contains($0, binarySubtype: binarySubtype, orScopedCode: orScopedCode) }
+    }
+
     public subscript(key: String) -> BSONValue? {
         LibBSON.withStatic(bytes) { LibBSON.find($0, key) }
     }

@@ -52,6 +52,36 @@ enum LibBSON {
         return out
     }
 
+    /// Depth-first over subdocuments and arrays without decoding anything else.
+    static func contains(_ b: OpaquePointer, binarySubtype: UInt8, orScopedCode: Bool) -> Bool {
+        let iter = ct_iter_new()!
+        defer { bson_free(UnsafeMutableRawPointer(iter)) }
+        guard bson_iter_init(iter, b) else { return false }
+        return scan(iter, binarySubtype: binarySubtype, orScopedCode: orScopedCode)
+    }
+
+    private static func scan(_ iter: OpaquePointer, binarySubtype: UInt8, orScopedCode: Bool) -> Bool {
+        while bson_iter_next(iter) {
+            switch bson_iter_type(iter) {
+            case BSON_TYPE_BINARY:
+                var subtype = BSON_SUBTYPE_BINARY
+                var len: UInt32 = 0
+                var data: UnsafePointer<UInt8>?
+                bson_iter_binary(iter, &subtype, &len, &data)
+                if UInt8(subtype.rawValue) == binarySubtype { return true }
+            case BSON_TYPE_CODEWSCOPE:
+                if orScopedCode { return true }
+            case BSON_TYPE_DOCUMENT, BSON_TYPE_ARRAY:
+                let child = ct_iter_new()!
+                defer { bson_free(UnsafeMutableRawPointer(child)) }
+                if bson_iter_recurse(iter, child), scan(child, binarySubtype: binarySubtype, orScopedCode: orScopedCode) { return true }
+            default:
+                break
+            }
+        }
+        return false
+    }
+
     static func find(_ b: OpaquePointer, _ key: String) -> BSONValue? {
         let iter = ct_iter_new()!
         defer { bson_free(UnsafeMutableRawPointer(iter)) }

@@ -69,6 +69,8 @@ public final class BackupRunner {
     /// listCollections entries; the profiler cannot be written).
     static func isCopied(_ collection: String) -> Bool {
         if collection == "system.js" { return true }
+        // A key vault collection (by convention `__keyVault`) never goes into a data archive.
+        if collection == "__keyVault" { return false }
         return !collection.hasPrefix("system.")
     }
 
@@ -87,6 +89,7 @@ public final class BackupRunner {
         }
         let buildInfo = try pool.withClient { try $0.runCommand(["buildInfo": 1]) }
         let repo = try Repository(path: options.repository, create: true)
+        try refuseDowngrade(repo)
         for id in repo.removeInterruptedBackups() {
             logger.notice("removed interrupted backup", metadata: ["backup": "\(id)"])
         }
@@ -125,7 +128,7 @@ public final class BackupRunner {
                 throw CaptureError.changeStream(reason: "the server reply carries no operationTime")
             }
             let log = try events.stop(at: t1)
-            let manifest = Manifest(
+            var manifest = Manifest(
                 id: writer.id, createdAt: createdAt, completedAt: Date(),
                 source: SourceInfo(hosts: options.connection.hosts, replicaSet: setName,
                                    serverVersion: buildInfo["version"]?.stringValue),
@@ -133,6 +136,12 @@ public final class BackupRunner {
                 clusterTime: ClusterTimeRange(start: t0, end: t1),
                 resumeTokens: ResumeTokens(start: log.startToken?.canonicalJSON, end: log.endToken?.canonicalJSON),
                 namespaces: entries, events: EventLog(count: log.count, segments: log.segments))
+            manifest.protectedFields = options.protector.map { p in
+                Dictionary(uniqueKeysWithValues: entries.compactMap { e -> (String, [String])? in
+                    guard let ns = Namespace(e.namespace), let rule = p.rule(database: ns.database, collection: ns.collection) else { return nil }
+                    return (e.namespace, rule.fields.map(\.path))
+                })
+            }
             try writer.commit(manifest)
             logger.info("backup complete", metadata: [
                 "backup": "\(writer.id)", "documents": "\(manifest.documentCount)", "events": "\(log.count)",
@@ -142,6 +151,21 @@ public final class BackupRunner {
         } catch {
             writer.discard()
             throw error
+        }
+    }
+
+    /// A repository whose backups protect a namespace never takes that namespace in clear:
+    /// a run without the pipeline's encryption settings must not write plaintext beside them.
+    func refuseDowngrade(_ repo: Repository) throws {
+        for m in repo.listBackups().manifests {
+            for (ns, fields) in m.protectedFields ?? [:] {
+                guard let n = Namespace(ns), options.namespaces.matches(n) else { continue }
+                let covered = options.protector?.rule(database: n.database, collection: n.collection)?.fields.map(\.path) ?? []
+                if let missing = fields.first(where: { !covered.contains($0) }) {
+                    throw CaptureError.unsupportedRule(namespace: ns, reason: "backup \(m.id) in this repository encrypts field \(missing); "
+                        + "this run would store it in clear. Give the pipeline with its encryption settings")
+                }
+            }
         }
     }
 
@@ -210,13 +234,31 @@ public final class BackupRunner {
             let protector = options.protector.flatMap { p in
                 p.covers(database: ns.database, collection: ns.collection) ? p : nil
             }
+            // Protected namespaces: documents are encrypted in batches on other cores (one
+            // libmongocrypt context per batch) and reach the segment in cursor order. The
+            // archive never sees the plaintext.
+            let sealer = OrderedPipeline<[Document]>(maxInFlight: ProcessInfo.processInfo.activeProcessorCount + 1) { docs in
+                for d in docs {
+                    if segment!.pendingRecordBytes >= self.options.segmentBytes { try rotate() }
+                    try segment!.append(d.bytes)
+                }
+            }
+            var batch: [Document] = []
+            var batchBytes = 0
+            func submitBatch() throws {
+                guard let protector, !batch.isEmpty else { return }
+                let docs = batch
+                batch.removeAll(keepingCapacity: true)
+                batchBytes = 0
+                try sealer.submit { try protector.protect(batch: docs, database: ns.database, collection: ns.collection) }
+            }
             while try cursor.nextRaw({ raw in
-                if segment!.pendingRecordBytes >= options.segmentBytes { try rotate() }
-                if let protector {
-                    // Encrypted before it reaches the compressor: the archive never holds the plaintext.
-                    let sealed = try protector.protect(Document(trusted: Array(raw)), database: ns.database, collection: ns.collection)
-                    try segment!.append(sealed.bytes)
+                if protector != nil {
+                    batch.append(Document(trusted: Array(raw)))
+                    batchBytes += raw.count
+                    if batch.count >= 1000 || batchBytes >= 4 << 20 { try submitBatch() }
                 } else {
+                    if segment!.pendingRecordBytes >= options.segmentBytes { try rotate() }
                     try segment!.append(raw)
                 }
                 progress.documents += 1
@@ -227,6 +269,8 @@ public final class BackupRunner {
                     report(progress)
                 }
             }
+            try submitBatch()
+            try sealer.finish()
             entry.segments.append(try segment!.finish())
             segment = nil
         } catch {

@@ -5,50 +5,62 @@ import Foundation
 import Glibc
 #endif
 
-/// A key vault kept in one file, for use without a MongoDB key vault collection.
+/// A key vault kept in one file, for use without a MongoDB key vault collection. It holds
+/// one data key per subject, so it must take hundreds of thousands of keys: it is an
+/// append-only log with an in-memory index.
 ///
-/// File format (version 1), little-endian:
+/// File format (version 2), little-endian:
 ///
 ///     offset  size  field
 ///     0       8     magic "CTKVAULT"
-///     8       4     format version, 1
-///     12      4     number of key documents, n
-///     16      ...   n BSON key documents, back to back (each starts with its own length)
-///     end-4   4     CRC-32 (IEEE 802.3, as zlib) of every byte before it
+///     8       4     format version, 2
+///     12      4     reserved, 0
+///     16      8     committed length: the file's valid bytes, header included
+///     24      4     CRC-32 (IEEE 802.3, as zlib) of bytes 0..23
+///     28      4     reserved, 0
+///     32      ...   records, each: u32 length L of the key document, the BSON key document
+///                   (L bytes), u32 CRC-32 of those L bytes
+///
+/// Appending writes the records after the committed length, fsyncs, then rewrites the
+/// committed length (one 12-byte write inside the first sector) and fsyncs again. Bytes past
+/// the committed length are an append a crash interrupted: ignored on open, overwritten by
+/// the next append. A file shorter than its committed length, or any record that does not
+/// check, is damaged and refused with the path.
 ///
 /// The key documents are exactly what libmongocrypt produced (and what a driver would
 /// insert into `encryption.__keyVault`), so they can be exported to MongoDB unchanged.
 /// keyMaterial is wrapped by the master key; the file still stays private: it is created
-/// with mode 0600, and opening refuses a file that group or others can access.
-///
-/// Every change rewrites the whole file crash-safely (temporary name, fsync, rename,
-/// fsync folder), so a reader sees the old or the new vault, never a mix. Changes hold
-/// an exclusive flock(2) on the containing folder and re-read the file first, so several
-/// processes may add keys to one vault.
+/// with mode 0600, and opening refuses a file that group or others can access. Appends hold
+/// an exclusive flock(2) on the containing folder and first read what other processes
+/// appended, so several processes may add keys to one vault.
 public final class FileKeyVault: KeyVault, @unchecked Sendable {
     public let path: String
     private let lock = NSLock()
-    private var keys: [(info: DataKeyInfo, document: Document)]
+    private var documents: [Document] = []
+    private var infos: [DataKeyInfo] = []
+    private var byId: [UUID: Int] = [:]
+    private var byAltName: [String: Int] = [:]
+    private var committed = 0  // bytes of the file this index reflects
 
     static let magic = Array("CTKVAULT".utf8)
-    static let version: UInt32 = 1
-    /// A vault holds data keys (a few hundred bytes each), not data.
-    static let maxFileSize = 64 << 20
+    static let version: UInt32 = 2
+    static let headerSize = 32
+    /// About 250 bytes a key: room for millions of subjects.
+    static let maxFileSize = 1 << 30
 
-    private init(path: String, keys: [(info: DataKeyInfo, document: Document)]) {
-        self.path = path
-        self.keys = keys
-    }
+    private init(path: String) { self.path = path }
 
     /// Opens an existing vault; refuses one that group or others can access, or that is damaged.
     public static func open(at path: String) throws -> FileKeyVault {
-        FileKeyVault(path: path, keys: try load(path))
+        let v = FileKeyVault(path: path)
+        try v.refresh()
+        return v
     }
 
     /// Creates an empty vault (mode 0600); refuses to replace an existing file.
     public static func create(at path: String) throws -> FileKeyVault {
-        try SecretFile.createNew(encode([]), at: path) { FieldCryptoError.keyVault(path: path, problem: $0) }
-        return FileKeyVault(path: path, keys: [])
+        try SecretFile.createNew(header(committed: headerSize), at: path) { FieldCryptoError.keyVault(path: path, problem: $0) }
+        return try open(at: path)
     }
 
     /// Opens the vault, creating an empty one first when there is no file.
@@ -61,37 +73,151 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
         return try open(at: path)
     }
 
+    public var count: Int { lock.withLock { documents.count } }
+
     public func keys(matching query: KeyVaultQuery) throws -> [Document] {
         try lock.withLock {
-            var found = keys.filter { query.matches($0.info) }
-            let missing = query.unanswered(by: found.map(\.info))
-            if !missing.ids.isEmpty || !missing.altNames.isEmpty {
-                // Another process may have added the key since we read the file.
-                keys = try Self.load(path)
-                found = keys.filter { query.matches($0.info) }
+            var found = lookup(query)
+            if found.count < query.ids.count + query.altNames.count {
+                // Another process may have appended the key since we read the file.
+                try refreshLocked()
+                found = lookup(query)
             }
-            return found.map(\.document)
+            return found.map { documents[$0] }
         }
+    }
+
+    private func lookup(_ query: KeyVaultQuery) -> [Int] {
+        var hits = Set<Int>()
+        for id in query.ids { if let i = byId[id] { hits.insert(i) } }
+        for n in query.altNames { if let i = byAltName[n] { hits.insert(i) } }
+        return hits.sorted()
     }
 
     public func allKeys() throws -> [Document] {
-        lock.withLock { keys.map(\.document) }
+        lock.withLock { documents }
     }
 
-    public func insert(_ keyDocument: Document) throws {
-        let info = try DataKeyInfo(keyDocument)
+    public func insert(_ keyDocument: Document) throws { try insert(contentsOf: [keyDocument]) }
+
+    /// Appends several keys with one pair of fsyncs.
+    public func insert(contentsOf keyDocuments: [Document]) throws {
+        let newInfos = try keyDocuments.map(DataKeyInfo.init)
         try lock.withLock {
             try withFolderLock {
-                var current = try Self.load(path)
-                try KeyVaultRules.checkNoClash(info, with: current.map(\.info))
-                current.append((info, keyDocument))
-                try Durable.writeFile(Self.encode(current.map(\.document)), to: path, mode: 0o600)
-                keys = current
+                try refreshLocked()
+                var ids = Set<UUID>()
+                var names = Set<String>()
+                for info in newInfos {
+                    if byId[info.id] != nil || !ids.insert(info.id).inserted {
+                        throw FieldCryptoError.invalidKeyDocument("a key with id \(info.id.keyIdString) is already in the vault")
+                    }
+                    for n in info.altNames where byAltName[n] != nil || !names.insert(n).inserted {
+                        throw FieldCryptoError.invalidKeyDocument("keyAltName \"\(n)\" is already used by another key")
+                    }
+                }
+                var records: [UInt8] = []
+                for d in keyDocuments {
+                    Self.appendLE(&records, UInt32(d.bytes.count))
+                    records += d.bytes
+                    Self.appendLE(&records, CRC32.checksum(d.bytes))
+                }
+                let newLength = committed + records.count
+                guard newLength <= Self.maxFileSize else {
+                    throw FieldCryptoError.keyVault(path: path, problem: "full: \(Self.maxFileSize) bytes")
+                }
+                let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
+                if fd < 0 { throw FileError(operation: "open", path: path, errno: errno) }
+                defer { close(fd) }
+                try Self.pwriteAll(fd, records, at: committed, path: path)
+                if fsync(fd) != 0 { throw FileError(operation: "fsync", path: path, errno: errno) }
+                try Self.pwriteAll(fd, Array(Self.header(committed: newLength)[16..<28]), at: 16, path: path)
+                if fsync(fd) != 0 { throw FileError(operation: "fsync", path: path, errno: errno) }
+                if ftruncate(fd, off_t(newLength)) != 0 { throw FileError(operation: "truncate", path: path, errno: errno) }
+                for (info, doc) in zip(newInfos, keyDocuments) { add(info, doc) }
+                committed = newLength
             }
         }
     }
 
+    private func add(_ info: DataKeyInfo, _ doc: Document) {
+        let i = documents.count
+        documents.append(doc)
+        infos.append(info)
+        byId[info.id] = i
+        for n in info.altNames { byAltName[n] = i }
+    }
+
     // MARK: File
+
+    private func refresh() throws { try lock.withLock { try refreshLocked() } }
+
+    /// Reads the header, then only the records past what the index already holds: each batch
+    /// of new keys costs what it adds, not the size of the vault.
+    private func refreshLocked() throws {
+        let refuse = { (why: String) in FieldCryptoError.keyVault(path: self.path, problem: why) }
+        let head = try SecretFile.read(path, maxSize: Self.maxFileSize, from: 0, count: Self.headerSize, refuse: refuse)
+        func damaged(_ why: String) -> FieldCryptoError { .keyVault(path: path, problem: "damaged: \(why)") }
+        guard head.count >= Self.headerSize else { throw damaged("\(head.count) bytes is shorter than the \(Self.headerSize)-byte header") }
+        guard Array(head[0..<8]) == Self.magic else { throw damaged("not a ciphertail key vault (bad magic)") }
+        guard Self.readLE(head, 24) == CRC32.checksum(head[0..<24]) else { throw damaged("header checksum mismatch") }
+        let version = Self.readLE(head, 8)
+        guard version == Self.version else { throw damaged("unknown format version \(version)") }
+        let length = Int(Self.readLE64(head, 16))
+        guard length >= Self.headerSize else { throw damaged("committed length \(length) is inside the header") }
+        if committed > length { throw damaged("the committed length shrank from \(committed) to \(length)") }
+        let start = max(committed, Self.headerSize)
+        guard start < length else { committed = length; return }
+        let bytes = try SecretFile.read(path, maxSize: Self.maxFileSize, from: start, count: length - start, refuse: refuse)
+        guard bytes.count == length - start else {
+            throw damaged("the file ends at \(start + bytes.count) bytes but \(length) were committed (truncated)")
+        }
+        var offset = 0
+        while offset < bytes.count {
+            let n = documents.count
+            guard bytes.count - offset >= 9 else { throw damaged("key \(n) is cut off") }
+            let len = Int(Self.readLE(bytes, offset))
+            guard len >= 5, len + 8 <= bytes.count - offset else { throw damaged("key \(n) has a bad length") }
+            let body = Array(bytes[(offset + 4)..<(offset + 4 + len)])
+            guard Self.readLE(bytes, offset + 4 + len) == CRC32.checksum(body) else { throw damaged("key \(n) checksum mismatch") }
+            do {
+                let doc = try Document(bytes: body)
+                let info = try DataKeyInfo(doc)
+                if byId[info.id] != nil { throw FieldCryptoError.invalidKeyDocument("id \(info.id.keyIdString) appears twice") }
+                if let dup = info.altNames.first(where: { byAltName[$0] != nil }) {
+                    throw FieldCryptoError.invalidKeyDocument("keyAltName \"\(dup)\" appears twice")
+                }
+                add(info, doc)
+            } catch {
+                throw damaged("key \(n): \(error)")
+            }
+            offset += len + 8
+        }
+        committed = length
+    }
+
+    static func header(committed: Int) -> [UInt8] {
+        var out = magic
+        appendLE(&out, version)
+        appendLE(&out, 0)
+        appendLE(&out, UInt32(truncatingIfNeeded: committed))
+        appendLE(&out, UInt32(truncatingIfNeeded: committed >> 32))
+        appendLE(&out, CRC32.checksum(out))
+        appendLE(&out, 0)
+        return out
+    }
+
+    private static func pwriteAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int, path: String) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(offset + done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(operation: "write", path: path, errno: errno)
+            }
+            done += n
+        }
+    }
 
     private func withFolderLock<R>(_ body: () throws -> R) throws -> R {
         let dir = (path as NSString).deletingLastPathComponent.isEmpty ? "." : (path as NSString).deletingLastPathComponent
@@ -105,54 +231,16 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
         return try body()
     }
 
-    static func encode(_ documents: [Document]) -> [UInt8] {
-        var out = magic
-        appendLE(&out, version)
-        appendLE(&out, UInt32(documents.count))
-        for d in documents { out += d.bytes }
-        appendLE(&out, CRC32.checksum(out))
-        return out
-    }
-
-    static func load(_ path: String) throws -> [(info: DataKeyInfo, document: Document)] {
-        let bytes = try SecretFile.read(path, maxSize: maxFileSize) { FieldCryptoError.keyVault(path: path, problem: $0) }
-        func damaged(_ why: String) -> FieldCryptoError { .keyVault(path: path, problem: "damaged: \(why)") }
-        guard bytes.count >= 20 else { throw damaged("\(bytes.count) bytes is shorter than the 20-byte minimum") }
-        guard Array(bytes[0..<8]) == magic else { throw damaged("not a ciphertail key vault (bad magic)") }
-        let version = readLE(bytes, 8)
-        guard version == Self.version else { throw damaged("unknown format version \(version)") }
-        let stored = readLE(bytes, bytes.count - 4)
-        guard CRC32.checksum(bytes[0..<(bytes.count - 4)]) == stored else { throw damaged("checksum mismatch") }
-        let count = Int(readLE(bytes, 12))
-        var offset = 16
-        let end = bytes.count - 4
-        var keys: [(info: DataKeyInfo, document: Document)] = []
-        for i in 0..<count {
-            guard end - offset >= 5 else { throw damaged("key \(i) is cut off") }
-            let len = Int(readLE(bytes, offset))
-            guard len >= 5, len <= end - offset else { throw damaged("key \(i) has a bad length") }
-            let doc: Document
-            let info: DataKeyInfo
-            do {
-                doc = try Document(bytes: Array(bytes[offset..<(offset + len)]))
-                info = try DataKeyInfo(doc)
-                try KeyVaultRules.checkNoClash(info, with: keys.map(\.info))
-            } catch {
-                throw damaged("key \(i): \(error)")
-            }
-            keys.append((info, doc))
-            offset += len
-        }
-        guard offset == end else { throw damaged("\(end - offset) bytes after the last key") }
-        return keys
-    }
-
     private static func appendLE(_ out: inout [UInt8], _ v: UInt32) {
         for i in 0..<4 { out.append(UInt8(truncatingIfNeeded: v >> (8 * UInt32(i)))) }
     }
 
     private static func readLE(_ b: [UInt8], _ at: Int) -> UInt32 {
         UInt32(b[at]) | UInt32(b[at + 1]) << 8 | UInt32(b[at + 2]) << 16 | UInt32(b[at + 3]) << 24
+    }
+
+    private static func readLE64(_ b: [UInt8], _ at: Int) -> UInt64 {
+        UInt64(readLE(b, at)) | UInt64(readLE(b, at + 4)) << 32
     }
 }
 

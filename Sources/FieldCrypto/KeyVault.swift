@@ -11,6 +11,8 @@ public protocol KeyVault: AnyObject {
     /// Stores a new key document; refuses a duplicate `_id` or keyAltName (MongoDB enforces
     /// the same with a unique index on keyAltNames).
     func insert(_ keyDocument: Document) throws
+    /// Several keys at once (one durable write where the store allows).
+    func insert(contentsOf keyDocuments: [Document]) throws
     /// Every key document, in insertion order.
     func allKeys() throws -> [Document]
 }
@@ -127,6 +129,12 @@ public struct DataKeyInfo: Equatable, Sendable {
         self.id = id
         self.altNames = names
         self.provider = provider
+    }
+}
+
+extension KeyVault {
+    public func insert(contentsOf keyDocuments: [Document]) throws {
+        for d in keyDocuments { try insert(d) }
     }
 }
 

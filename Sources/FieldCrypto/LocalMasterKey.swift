@@ -59,6 +59,35 @@ public final class LocalMasterKey: CustomStringConvertible, CustomDebugStringCon
 enum SecretFile {
     /// Reads a regular file after checking, on the open descriptor, that group and others
     /// have no access.
+    /// Reads `count` bytes (or to the end) from `offset`, after the same checks as `read`.
+    static func read(_ path: String, maxSize: Int, from offset: Int, count: Int?, refuse: (String) -> Error) throws -> [UInt8] {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw FileError(operation: "open", path: path, errno: errno) }
+        defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) != 0 { throw FileError(operation: "stat", path: path, errno: errno) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw refuse("is not a regular file") }
+        let perms = st.st_mode & 0o777
+        guard perms & 0o077 == 0 else {
+            throw refuse(String(format: "has mode %04o; group and others must have no access (chmod 600 %@)", perms, path))
+        }
+        guard Int(st.st_size) <= maxSize else { throw refuse("is \(st.st_size) bytes, more than the \(maxSize) allowed") }
+        let want = max(0, min(count ?? Int.max, Int(st.st_size) - offset))
+        var out = [UInt8](repeating: 0, count: want)
+        var done = 0
+        while done < want {
+            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, want - done, off_t(offset + done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(operation: "read", path: path, errno: errno)
+            }
+            if n == 0 { break }
+            done += n
+        }
+        out.removeSubrange(done...)
+        return out
+    }
+
     static func read(_ path: String, maxSize: Int, refuse: (String) -> Error) throws -> [UInt8] {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 { throw FileError(operation: "open", path: path, errno: errno) }

@@ -62,8 +62,13 @@ public final class MongoCryptEngine: @unchecked Sendable {
         defer { kmsDoc.withUnsafeMutableBytes { wipe($0.baseAddress!, $0.count) } }
         let ok = CBinary.with(kmsDoc) { mongocrypt_setopt_kms_providers(crypt, $0) }
         guard ok else { throw Self.status(crypt, operation: "configure KMS providers") }
-        // Explicit encryption only: never look for mongocryptd or the crypt_shared library.
-        mongocrypt_setopt_bypass_query_analysis(crypt)
+        // `encryptMarked` drives automatic encryption on a private namespace whose schema
+        // makes libmongocrypt ask for markings (NEED_MONGO_MARKINGS), which we answer
+        // ourselves. So query analysis is not bypassed (bypassing it skips that state), yet
+        // nothing else is involved: libmongocrypt 1.7.2 loads crypt_shared only when given a
+        // search or override path (none is set), and it never starts mongocryptd (drivers do).
+        let schemaOK = CBinary.with(MarkedBatch.schemaMap.bytes) { mongocrypt_setopt_schema_map(crypt, $0) }
+        guard schemaOK else { throw Self.status(crypt, operation: "configure the schema map") }
         guard mongocrypt_init(crypt) else { throw Self.status(crypt, operation: "initialise libmongocrypt") }
     }
 
@@ -86,6 +91,22 @@ public final class MongoCryptEngine: @unchecked Sendable {
     /// `creationDate`, `updateDate`, `status`, `masterKey`.
     @discardableResult
     public func createDataKey(keyAltNames: [String] = [], kmsProvider: String? = nil) throws -> Document {
+        let key = try makeDataKey(keyAltNames: keyAltNames, kmsProvider: kmsProvider)
+        try keyVault.insert(key)
+        return key
+    }
+
+    /// Creates many data keys and stores them with one durable append (per-subject keys
+    /// arrive by the thousand).
+    @discardableResult
+    public func createDataKeys(keyAltNames: [[String]], kmsProvider: String? = nil) throws -> [Document] {
+        let keys = try keyAltNames.map { try makeDataKey(keyAltNames: $0, kmsProvider: kmsProvider) }
+        try keyVault.insert(contentsOf: keys)
+        return keys
+    }
+
+    /// A new key document, not yet stored.
+    func makeDataKey(keyAltNames: [String], kmsProvider: String?) throws -> Document {
         let name = kmsProvider ?? providerOrder[0]
         guard let provider = providers[name] else {
             throw FieldCryptoError.kms(provider: name, message: "not configured")
@@ -97,15 +118,19 @@ public final class MongoCryptEngine: @unchecked Sendable {
             try ctx.check(CBinary.with(Document(["keyAltName": .string(alt)]).bytes) { mongocrypt_ctx_setopt_key_alt_name(ctx.ctx, $0) })
         }
         try ctx.check(mongocrypt_ctx_datakey_init(ctx.ctx))
-        let key = Document(trusted: try ctx.run())
-        try keyVault.insert(key)
-        return key
+        return Document(trusted: try ctx.run())
     }
 
     /// Explicit encryption of one value. Returns BSON binary subtype 6 in the CSFLE
     /// format: byte 0 is 1 (deterministic) or 2 (random), bytes 1...16 the data key's
     /// UUID, byte 17 the original BSON type, then IV, AES-256-CBC ciphertext and HMAC-SHA-512/256.
     public func encrypt(_ value: BSONValue, key: DataKeySelector, algorithm: EncryptionAlgorithm) throws -> BSONValue {
+        try Self.valueOfV(encrypt(valueDocument: Document(["v": value]).bytes, key: key, algorithm: algorithm), operation: "encrypt")
+    }
+
+    /// Explicit encryption of the value of `{"v": value}` (raw BSON); returns libmongocrypt's
+    /// `{"v": ciphertext}`.
+    func encrypt(valueDocument: [UInt8], key: DataKeySelector, algorithm: EncryptionAlgorithm) throws -> [UInt8] {
         let op = "encrypt"
         let ctx = try CryptContext(self, operation: op)
         switch key {
@@ -115,8 +140,8 @@ public final class MongoCryptEngine: @unchecked Sendable {
             try ctx.check(CBinary.with(Document(["keyAltName": .string(name)]).bytes) { mongocrypt_ctx_setopt_key_alt_name(ctx.ctx, $0) })
         }
         try ctx.check(mongocrypt_ctx_setopt_algorithm(ctx.ctx, algorithm.rawValue, -1))
-        try ctx.check(CBinary.with(Document(["v": value]).bytes) { mongocrypt_ctx_explicit_encrypt_init(ctx.ctx, $0) })
-        return try Self.valueOfV(ctx.run(), operation: op)
+        try ctx.check(CBinary.with(valueDocument) { mongocrypt_ctx_explicit_encrypt_init(ctx.ctx, $0) })
+        return try ctx.run()
     }
 
     public func encrypt(_ value: BSONValue, keyId: UUID, algorithm: EncryptionAlgorithm) throws -> BSONValue {
@@ -144,7 +169,7 @@ public final class MongoCryptEngine: @unchecked Sendable {
         return Document(trusted: try ctx.run())
     }
 
-    private static func valueOfV(_ bytes: [UInt8], operation: String) throws -> BSONValue {
+    static func valueOfV(_ bytes: [UInt8], operation: String) throws -> BSONValue {
         let doc = Document(trusted: bytes)
         guard doc.keys == ["v"], let v = doc["v"] else {
             throw FieldCryptoError.unexpectedState(operation: operation, state: "result without a single \"v\" field")
@@ -158,6 +183,11 @@ final class CryptContext {
     let ctx: OpaquePointer
     private let engine: MongoCryptEngine
     private let operation: String
+
+    /// Automatic encryption only: the reply fed in NEED_MONGO_MARKINGS (mongocryptd's part).
+    var markingsReply: [UInt8]?
+    /// When set, every state the context is found in, in order (tests).
+    var observedStates: [String]?
 
     init(_ engine: MongoCryptEngine, operation: String) throws {
         guard let ctx = mongocrypt_ctx_new(engine.crypt) else {
@@ -187,7 +217,20 @@ final class CryptContext {
         var result: [UInt8]?
         while true {
             let state = mongocrypt_ctx_state(ctx)
+            observedStates?.append(Self.name(of: state))
             switch state {
+            case MONGOCRYPT_CTX_NEED_MONGO_MARKINGS:
+                // What mongocryptd would answer: fed once, then done.
+                guard let reply = markingsReply else {
+                    throw FieldCryptoError.unexpectedState(operation: operation, state: Self.name(of: state))
+                }
+                markingsReply = nil
+                try check(CBinary.with(reply) { mongocrypt_ctx_mongo_feed(ctx, $0) })
+                try check(mongocrypt_ctx_mongo_done(ctx))
+            case MONGOCRYPT_CTX_NEED_MONGO_COLLINFO where markingsReply != nil:
+                // Only if the schema map did not answer: no collection info (libmongocrypt
+                // then uses an empty schema and still asks for markings).
+                try check(mongocrypt_ctx_mongo_done(ctx))
             case MONGOCRYPT_CTX_NEED_MONGO_KEYS:
                 try fetchKeys()
             case MONGOCRYPT_CTX_NEED_KMS:
@@ -205,10 +248,24 @@ final class CryptContext {
             case MONGOCRYPT_CTX_ERROR:
                 throw contextError()
             default:
-                // NEED_MONGO_COLLINFO / NEED_MONGO_MARKINGS belong to automatic encryption and
-                // NEED_KMS_CREDENTIALS to on-demand credentials; none is configured here.
-                throw FieldCryptoError.unexpectedState(operation: operation, state: "\(state.rawValue)")
+                // NEED_MONGO_COLLINFO / NEED_MONGO_MARKINGS outside `encryptMarked`, and
+                // NEED_KMS_CREDENTIALS (on-demand credentials, not configured here).
+                throw FieldCryptoError.unexpectedState(operation: operation, state: Self.name(of: state))
             }
+        }
+    }
+
+    static func name(of state: mongocrypt_ctx_state_t) -> String {
+        switch state {
+        case MONGOCRYPT_CTX_ERROR: return "ERROR"
+        case MONGOCRYPT_CTX_NEED_MONGO_COLLINFO: return "NEED_MONGO_COLLINFO"
+        case MONGOCRYPT_CTX_NEED_MONGO_MARKINGS: return "NEED_MONGO_MARKINGS"
+        case MONGOCRYPT_CTX_NEED_MONGO_KEYS: return "NEED_MONGO_KEYS"
+        case MONGOCRYPT_CTX_NEED_KMS: return "NEED_KMS"
+        case MONGOCRYPT_CTX_NEED_KMS_CREDENTIALS: return "NEED_KMS_CREDENTIALS"
+        case MONGOCRYPT_CTX_READY: return "READY"
+        case MONGOCRYPT_CTX_DONE: return "DONE"
+        default: return "state \(state.rawValue)"
         }
     }
 

@@ -64,6 +64,11 @@ public struct Encryption: Codable, Equatable {
         if let p = masterKey?.provider, p != "local", p != "kmip" {
             throw fail(["encryption", "masterKey", "provider"], "encryption.masterKey.provider", "'\(p)' is not local or kmip")
         }
+        if masterKey?.provider == "kmip" {
+            // Never fall back to another key silently: a KMIP pipeline must not run on a local key.
+            throw fail(["encryption", "masterKey", "provider"], "encryption.masterKey.provider",
+                       "the kmip provider is not available in this version yet (issue #4); use local")
+        }
         if (masterKey?.provider ?? "local") == "local" && rules?.isEmpty == false && masterKey?.local?.keyFile == nil {
             throw fail(["encryption", "masterKey"], "encryption.masterKey.local.keyFile", "the local master key needs a keyFile")
         }

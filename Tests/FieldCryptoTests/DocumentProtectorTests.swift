@@ -76,6 +76,17 @@ final class DocumentProtectorTests: XCTestCase {
         XCTAssertEqual(keyId(fell["ip"]), try DataKeyInfo(shared[0]).id.keyIdBytes)
     }
 
+    func testMarkingsAlreadyInTheSourceAreNeverEncryptedOnRequest() throws {
+        let p = try makeProtector()
+        // A subtype-6 value shaped like an intent-to-encrypt marking, planted in the source.
+        let planted = Marking.make(value: "chosen plaintext", key: .altName(DocumentProtector.subjectHashKeyName), algorithm: .deterministic)
+        let doc = Document(["_id": 1, "userId": "u1", "ssn": "123", "note": planted])
+        let sealed = try p.protect(batch: [doc, user(2, userId: "u2", email: "e@x")], database: "shop", collection: "users")
+        XCTAssertEqual(sealed[0]["note"], planted, "left exactly as it was, not turned into ciphertext")
+        XCTAssertEqual(try p.engine.decrypt(sealed[0]["ssn"]!), "123")
+        XCTAssertEqual(try p.engine.decryptDocument(sealed[1]).bytes, user(2, userId: "u2", email: "e@x").bytes)
+    }
+
     func testForbiddenTypeUnderDeterministicNamesThePathNotTheValue() throws {
         let p = try makeProtector()
         XCTAssertThrowsError(try p.protect(Document(["_id": 9, "userId": "u9", "ssn": .double(123.456)]), database: "shop", collection: "users")) { e in
@@ -115,8 +126,59 @@ final class DocumentProtectorTests: XCTestCase {
         XCTAssertEqual(try p.engine.decrypt(fields["ssn"]!), "999-CANARY")
         XCTAssertEqual(try p.engine.decrypt(fields["address"]!), full["address"])
 
-        // No full document (deleted since): the unencryptable entry is dropped, not kept in clear.
-        // The subject is unknown too, so a per-subject rule cannot pick a key: that stops.
-        XCTAssertThrowsError(try p.protectEvent(event("update", ["updateDescription": ["updatedFields": ["ssn": "CANARY"]]])))
+        // Removes and truncations inside an encrypted field become a whole-field $set.
+        let inside = try p.protectEvent(event("update", [
+            "fullDocument": .document(full),
+            "updateDescription": ["updatedFields": [:], "removedFields": ["address.zip", "visits"],
+                                  "truncatedArrays": [["field": "address.lines", "newSize": 1], ["field": "orders", "newSize": 1]]],
+        ]))
+        let d2 = inside["updateDescription"]!.documentValue!
+        XCTAssertEqual(d2["removedFields"], ["visits"])
+        XCTAssertEqual(d2["truncatedArrays"], [["field": "orders", "newSize": 1]])
+        XCTAssertEqual(try p.engine.decrypt(d2["updatedFields"]!.documentValue!["address"]!), full["address"])
+
+        // No full document (deleted since): the subject and so the key are unknown. Protected
+        // entries are dropped and counted, never kept in clear; the rest stays; no error.
+        let orphan = try p.protectEvent(event("update", ["updateDescription": ["updatedFields": ["ssn": "CANARY", "visits": 2],
+                                                                                 "removedFields": ["address.zip"]]]))
+        XCTAssertFalse(String(decoding: orphan.bytes, as: UTF8.self).contains("CANARY"))
+        let d3 = orphan["updateDescription"]!.documentValue!
+        XCTAssertEqual(d3["updatedFields"], ["visits": 2])
+        XCTAssertEqual(d3["removedFields"], [])
+        XCTAssertEqual(d3["ciphertailDroppedFields"], .int32(2))
+    }
+}
+
+final class BatchProtectionTests: XCTestCase {
+    func testBatchGivesTheSameResultAsOneByOneAndCreatesKeysInOneAppend() throws {
+        let folder = try makeTemporaryFolder()
+        let vault = try FileKeyVault.create(at: folder + "/vault")
+        let engine = try MongoCryptEngine(localMasterKey: try randomMasterKey(), keyVault: vault)
+        let rules = [ProtectionRule(namespace: "shop.users", key: .perSubject(field: "userId", onMissing: .fallback("anon")), fields: [
+            .init(path: "ssn", algorithm: .deterministic), .init(path: "name", algorithm: .random), .init(path: "orders.card", algorithm: .random),
+        ])]
+        let batchProtector = DocumentProtector(rules: rules, engine: engine)
+        let docs = (0..<1500).map { i -> Document in
+            var b = DocumentBuilder()
+            b.append("_id", .int32(Int32(i)))
+            if i % 100 != 0 { b.append("userId", .string("u\(i % 700)")) }  // some without a subject: fallback key
+            b.append("ssn", .string("SSN-\(i % 10)"))
+            b.append("name", .string("Name \(i)"))
+            b.append("orders", [["card": .string("C\(i)")], ["card": .null]])
+            return b.document
+        }
+        let sealed = try batchProtector.protect(batch: docs, database: "shop", collection: "users")
+        XCTAssertEqual(sealed.count, docs.count)
+        let subjects = Set(docs.compactMap { $0["userId"] }).count
+        XCTAssertEqual(vault.count, 1 + subjects + 1, "hash key, one per subject, the fallback")
+        let oneByOne = DocumentProtector(rules: rules, engine: engine)
+        for (i, (doc, s)) in zip(docs, sealed).enumerated() {
+            XCTAssertEqual(s.keys, doc.keys)
+            XCTAssertEqual(try engine.decryptDocument(s).bytes, doc.bytes, "document \(i)")
+            XCTAssertEqual(s["ssn"], try oneByOne.protect(doc, database: "shop", collection: "users")["ssn"], "deterministic matches, \(i)")
+            XCTAssertEqual(s["orders"]?.arrayValue?[1].documentValue?["card"], .null)
+        }
+        XCTAssertEqual(vault.count, subjects + 2, "the one-by-one pass found every key")
+        XCTAssertEqual(try FileKeyVault.open(at: folder + "/vault").count, subjects + 2)
     }
 }

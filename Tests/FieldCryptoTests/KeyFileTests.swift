@@ -148,7 +148,13 @@ final class KeyFileTests: XCTestCase {
         refuses(Array(good.prefix(10)), "header only")
         refuses([], "empty")
         refuses(Array("CTKVAULX".utf8) + Array(good.dropFirst(8)), "bad magic")
-        refuses(good + [0], "trailing byte")
+        // Bytes past the committed length are an interrupted append: ignored, then overwritten.
+        _ = FileManager.default.createFile(atPath: path, contents: Data(good + [0, 1, 2]), attributes: [.posixPermissions: 0o600])
+        chmod(path, 0o600)
+        let resumed = try FileKeyVault.open(at: path)
+        XCTAssertEqual(try resumed.allKeys().count, 2)
+        try MongoCryptEngine(localMasterKey: randomMasterKey(), keyVault: resumed).createDataKey(keyAltNames: ["c"])
+        XCTAssertEqual(try FileKeyVault.open(at: path).allKeys().count, 3)
         // A valid BSON file that is not a vault (e.g. someone pointed at a dump).
         refuses(Document(["_id": 1]).bytes, "plain BSON")
         // The untouched bytes still open.

@@ -141,6 +141,24 @@ final class EncryptionTests: XCTestCase {
                        [Document(["_id": 1, "note": "not protected"])])
     }
 
+    func testNoPlaintextBesideEncryptedBackupsAndNoKeyVaultInArchives() throws {
+        try seed(10)
+        let client = try TestEnv.client()
+        try insert(client, Namespace(database: src, collection: "__keyVault"), [Document(["_id": 1, "keyMaterial": "must not be archived"])])
+        let repo = dir + "/repo3"
+        XCTAssertEqual(TestEnv.ciphertail(["backup", "--pipeline", pipeline(repo: repo)]).status, 0)
+        let m = try Repository(path: repo).latest()
+        XCTAssertFalse(m.namespaces.contains { $0.namespace.hasSuffix(".__keyVault") }, "key vault collections are never archived")
+        XCTAssertEqual(m.protectedFields?["\(src!).users"], ["ssn", "email", "name", "address", "orders.card"])
+        // The same repository, without the encryption settings: refused, nothing written.
+        let plain = TestEnv.ciphertail(["backup", "--uri", TestEnv.uri, "--repo", repo, "--ns", "\(src!).*"])
+        XCTAssertEqual(plain.status, 64, plain.stderr)
+        XCTAssertTrue(plain.stderr.contains("would store it in clear"), plain.stderr)
+        XCTAssertEqual(try Repository(path: repo).backupIDs().count, 1)
+        // Other namespaces may still be backed up in clear there.
+        XCTAssertEqual(TestEnv.ciphertail(["backup", "--uri", TestEnv.uri, "--repo", repo, "--ns", "\(src!).plain"]).status, 0)
+    }
+
     func testMissingKeysAreCountedOrFatalAndAWrongMasterKeyWritesNothing() throws {
         try seed(60)
         let client = try TestEnv.client()

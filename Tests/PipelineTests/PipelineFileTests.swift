@@ -96,3 +96,22 @@ final class EncryptionConfigTests: XCTestCase {
         XCTAssertTrue(error(fallback).contains("fallbackKeyAltName"), error(fallback))
     }
 }
+
+final class ShippedPipelinesTests: XCTestCase {
+    func testEveryShippedPipelineParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let dir = root.appendingPathComponent("pipelines")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".yaml") }
+        XCTAssertGreaterThanOrEqual(files.count, 2)
+        for f in files { XCTAssertNoThrow(try PipelineFile.load(path: dir.appendingPathComponent(f).path), f) }
+        let enc = try PipelineFile.load(path: dir.appendingPathComponent("encrypted-backup.yaml").path)
+        XCTAssertEqual(enc.encryption?.protectionRules().count, 2)
+    }
+
+    func testKmipIsRefusedUntilItExists() {
+        let yaml = "encryption:\n  keyVault: /k\n  masterKey:\n    provider: kmip\n"
+        XCTAssertThrowsError(try PipelineFile.parse(yaml, file: "p.yaml")) { e in
+            XCTAssertTrue("\(e)".contains("kmip provider is not available"), "\(e)")
+        }
+    }
+}
