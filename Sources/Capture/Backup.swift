@@ -197,8 +197,10 @@ public final class BackupRunner {
     }
 
     func changeStreamFilter() -> Document {
+        // Key vault collections stay out of the event log as they stay out of the copy.
+        let noKeyVault: BSONValue = ["ns.coll": ["$ne": "__keyVault"]]
         if options.namespaces.isEmpty {
-            return ["ns.db": .document(["$nin": .array(BackupRunner.excludedDatabases.sorted().map { .string($0) })])]
+            return ["$and": [["ns.db": .document(["$nin": .array(BackupRunner.excludedDatabases.sorted().map { .string($0) })])], noKeyVault]]
         }
         let alternatives: [BSONValue] = options.namespaces.map { p in
             var d = DocumentBuilder()
@@ -206,7 +208,7 @@ public final class BackupRunner {
             if p.collection != "*" { d.append("ns.coll", .string(p.collection)) }
             return .document(d.document)
         }
-        return ["$or": .array(alternatives)]
+        return ["$and": [["$or": .array(alternatives)], noKeyVault]]
     }
 
     func copy(_ target: Target, index: Int, client: Client, writer: BackupWriter) throws -> NamespaceEntry {
@@ -256,7 +258,9 @@ public final class BackupRunner {
                 if protector != nil {
                     batch.append(Document(trusted: Array(raw)))
                     batchBytes += raw.count
-                    if batch.count >= 1000 || batchBytes >= 4 << 20 { try submitBatch() }
+                    // libmongocrypt matches each value's key against the batch's keys one by one:
+                    // batches stay small so that per-subject keys do not make that quadratic.
+                    if batch.count >= 128 || batchBytes >= 4 << 20 { try submitBatch() }
                 } else {
                     if segment!.pendingRecordBytes >= options.segmentBytes { try rotate() }
                     try segment!.append(raw)

@@ -272,7 +272,11 @@ public final class DocumentProtector: @unchecked Sendable {
         let full = event["fullDocument"]?.documentValue
         // The key comes from the full document's subject. Without one (deleted since the
         // update), nothing protected can be sealed: those entries are dropped and counted.
-        let key: DataKeySelector? = try full.map { .altName(try keyName(for: $0, rule: rule, namespace: namespace)) }
+        var key: DataKeySelector? = try full.map { .altName(try keyName(for: $0, rule: rule, namespace: namespace)) }
+        if key == nil, case .named(let name) = rule.key {
+            try ensureKey(name)
+            key = .altName(name)  // a named key needs no document to be chosen
+        }
         let keyDoc = full ?? Document(["_id": event["documentKey"]?.documentValue?["_id"] ?? .null])
         func logical(_ path: String) -> [String] { path.split(separator: ".").map(String.init).filter { Int($0) == nil } }
         var dropped = 0

@@ -42,7 +42,7 @@ extension MongoCryptEngine {
     }
 
     /// `mongocrypt_crypt_shared_lib_version`: 0 when crypt_shared is not loaded (tests).
-    package var cryptSharedLibraryVersionForTests: UInt64 { mongocrypt_crypt_shared_lib_version(crypt) }
+    package var cryptSharedLibraryVersionForTests: UInt64 { mongocrypt_crypt_shared_lib_version(currentHandle().crypt) }
 
     private func encryptMarked(_ documents: [Document], observedStates: UnsafeMutablePointer<[String]>?, check: Bool) throws -> [Document] {
         let total = try Self.checkBatchSize(documents)

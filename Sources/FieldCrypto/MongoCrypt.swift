@@ -33,10 +33,25 @@ public enum DataKeySelector: Equatable, Sendable {
 /// and providers allow it (`FileKeyVault` and `LocalKMSProvider` do). Decrypted data
 /// keys stay in libmongocrypt's cache for 60 seconds, during which the vault is not asked.
 public final class MongoCryptEngine: @unchecked Sendable {
-    let crypt: OpaquePointer
     public let keyVault: any KeyVault
     let providers: [String: any KMSProvider]
     private let providerOrder: [String]
+    private let handleLock = NSLock()
+    private var handle: CryptHandle
+    private var keysSinceRecycle = 0
+
+    /// libmongocrypt 1.7 keeps decrypted data keys in a list it searches linearly. With a key
+    /// per subject that list grows to the number of subjects and every lookup walks it, so
+    /// after this many distinct keys the `mongocrypt_t` is replaced by a fresh one (contexts
+    /// under way keep the old one alive until they finish).
+    public var keyCacheLimit = 256
+
+    /// One `mongocrypt_t`, destroyed when the last context using it is done.
+    final class CryptHandle: @unchecked Sendable {
+        let crypt: OpaquePointer
+        init(_ crypt: OpaquePointer) { self.crypt = crypt }
+        deinit { mongocrypt_destroy(crypt) }
+    }
 
     /// - Parameters:
     ///   - kmsProviders: at least one; names must be distinct.
@@ -44,18 +59,21 @@ public final class MongoCryptEngine: @unchecked Sendable {
     public init(kmsProviders: [any KMSProvider], keyVault: any KeyVault) throws {
         guard !kmsProviders.isEmpty else { throw FieldCryptoError.invalidArgument("no KMS provider") }
         var byName: [String: any KMSProvider] = [:]
-        var builder = DocumentBuilder()
         for p in kmsProviders {
             guard byName[p.name] == nil else { throw FieldCryptoError.invalidArgument("KMS provider \(p.name) given twice") }
             byName[p.name] = p
-            builder.append(p.name, document: p.kmsProvidersEntry())
         }
-        guard let crypt = mongocrypt_new() else { throw FieldCryptoError.invalidArgument("mongocrypt_new failed") }
-        self.crypt = crypt
         self.keyVault = keyVault
         self.providers = byName
         self.providerOrder = kmsProviders.map(\.name)
+        self.handle = try Self.makeHandle(kmsProviders)
+    }
 
+    private static func makeHandle(_ kmsProviders: [any KMSProvider]) throws -> CryptHandle {
+        var builder = DocumentBuilder()
+        for p in kmsProviders { builder.append(p.name, document: p.kmsProvidersEntry()) }
+        guard let crypt = mongocrypt_new() else { throw FieldCryptoError.invalidArgument("mongocrypt_new failed") }
+        let handle = CryptHandle(crypt)
         // The kms_providers document holds the local master key: libmongocrypt copies it,
         // and our copy is wiped as soon as it is handed over.
         var kmsDoc = builder.document.bytes
@@ -70,14 +88,28 @@ public final class MongoCryptEngine: @unchecked Sendable {
         let schemaOK = CBinary.with(MarkedBatch.schemaMap.bytes) { mongocrypt_setopt_schema_map(crypt, $0) }
         guard schemaOK else { throw Self.status(crypt, operation: "configure the schema map") }
         guard mongocrypt_init(crypt) else { throw Self.status(crypt, operation: "initialise libmongocrypt") }
+        return handle
+    }
+
+    /// The `mongocrypt_t` for a new context.
+    func currentHandle() -> CryptHandle { handleLock.withLock { handle } }
+
+    /// Counts data keys fed to libmongocrypt and swaps in a fresh `mongocrypt_t` (an empty
+    /// key cache) past `keyCacheLimit`.
+    func noteKeysFed(_ n: Int) {
+        handleLock.lock()
+        keysSinceRecycle += n
+        let due = keysSinceRecycle >= keyCacheLimit
+        if due { keysSinceRecycle = 0 }
+        handleLock.unlock()
+        guard due, let fresh = try? Self.makeHandle(providerOrder.compactMap { providers[$0] }) else { return }
+        handleLock.withLock { handle = fresh }
     }
 
     /// An engine with only the local KMS provider.
     public convenience init(localMasterKey: LocalMasterKey, keyVault: any KeyVault) throws {
         try self.init(kmsProviders: [LocalKMSProvider(masterKey: localMasterKey)], keyVault: keyVault)
     }
-
-    deinit { mongocrypt_destroy(crypt) }
 
     private static func status(_ crypt: OpaquePointer, operation: String) -> FieldCryptoError {
         LibStatus.read { _ = mongocrypt_status(crypt, $0) }.error(operation: operation)
@@ -182,6 +214,7 @@ public final class MongoCryptEngine: @unchecked Sendable {
 final class CryptContext {
     let ctx: OpaquePointer
     private let engine: MongoCryptEngine
+    private let handle: MongoCryptEngine.CryptHandle  // keeps its mongocrypt_t alive
     private let operation: String
 
     /// Automatic encryption only: the reply fed in NEED_MONGO_MARKINGS (mongocryptd's part).
@@ -190,10 +223,12 @@ final class CryptContext {
     var observedStates: [String]?
 
     init(_ engine: MongoCryptEngine, operation: String) throws {
-        guard let ctx = mongocrypt_ctx_new(engine.crypt) else {
+        let handle = engine.currentHandle()
+        guard let ctx = mongocrypt_ctx_new(handle.crypt) else {
             throw FieldCryptoError.unexpectedState(operation: operation, state: "mongocrypt_ctx_new failed")
         }
         self.ctx = ctx
+        self.handle = handle
         self.engine = engine
         self.operation = operation
     }
@@ -278,11 +313,13 @@ final class CryptContext {
         let query = try KeyVaultQuery(filter: Document(trusted: CBinary.copy(filterBin)))
 
         var fed: [DataKeyInfo] = []
+        var fedIds = Set<UUID>()
+        defer { engine.noteKeysFed(fed.count) }
         for key in try engine.keyVault.keys(matching: query) {
             let info = try DataKeyInfo(key)
             // A vault that answers loosely must not make libmongocrypt fail with
             // "unexpected key returned" or "duplicate keyAltNames or _id".
-            guard query.matches(info), !fed.contains(where: { $0.id == info.id }) else { continue }
+            guard query.matches(info), fedIds.insert(info.id).inserted else { continue }
             let ok = CBinary.with(key.bytes) { mongocrypt_ctx_mongo_feed(ctx, $0) }
             if !ok {
                 let status = LibStatus.read { _ = mongocrypt_ctx_status(ctx, $0) }
