@@ -89,30 +89,7 @@ enum SecretFile {
     }
 
     static func read(_ path: String, maxSize: Int, refuse: (String) -> Error) throws -> [UInt8] {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw FileError(operation: "open", path: path, errno: errno) }
-        defer { close(fd) }
-        var st = stat()
-        if fstat(fd, &st) != 0 { throw FileError(operation: "stat", path: path, errno: errno) }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw refuse("is not a regular file") }
-        let perms = st.st_mode & 0o777
-        guard perms & 0o077 == 0 else {
-            throw refuse(String(format: "has mode %04o; group and others must have no access (chmod 600 %@)", perms, path))
-        }
-        guard Int(st.st_size) <= maxSize else { throw refuse("is \(st.st_size) bytes, more than the \(maxSize) allowed") }
-        var out = [UInt8](repeating: 0, count: Int(st.st_size))
-        var offset = 0
-        while offset < out.count {
-            let n = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileError(operation: "read", path: path, errno: errno)
-            }
-            if n == 0 { break }
-            offset += n
-        }
-        out.removeSubrange(offset...)
-        return out
+        try read(path, maxSize: maxSize, from: 0, count: nil, refuse: refuse)
     }
 
     /// Writes a new file crash-safely without ever replacing an existing one: temporary
