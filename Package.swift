@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
         .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL"]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto", "Durable",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

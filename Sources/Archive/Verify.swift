@@ -30,6 +30,7 @@ public enum Verifier {
                      problems: [.init(segment: repo.manifestPath(id), offset: nil, reason: "\(error)")])
     }
 
+    /// `progress` gets the bytes read so far across all of the backup's segments.
     public static func verify(_ manifest: Manifest, in repo: Repository, progress: ((Int64) -> Void)? = nil) -> VerifyReport {
         var report = VerifyReport(backup: manifest.id, segments: 0, blocks: 0, records: 0, bytes: 0, problems: [])
         for n in manifest.namespaces {
@@ -59,7 +60,7 @@ public enum Verifier {
                         }
                         index += 1
                     }
-                    progress?(Int64(reader.position))
+                    progress?(report.bytes + Int64(reader.position))
                 }
                 report.blocks += blocks
                 report.records += records

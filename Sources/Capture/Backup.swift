@@ -67,10 +67,13 @@ public final class BackupRunner {
     static let excludedDatabases: Set<String> = ["admin", "local", "config"]
     /// System collections that are not data (views and time series are rebuilt from their
     /// listCollections entries; the profiler cannot be written).
+    /// Key vault collections (MongoDB's convention) never go into a data archive, neither as
+    /// a copy nor as change events.
+    static let keyVaultCollection = "__keyVault"
+
     static func isCopied(_ collection: String) -> Bool {
         if collection == "system.js" { return true }
-        // A key vault collection (by convention `__keyVault`) never goes into a data archive.
-        if collection == "__keyVault" { return false }
+        if collection == keyVaultCollection { return false }
         return !collection.hasPrefix("system.")
     }
 
@@ -197,8 +200,7 @@ public final class BackupRunner {
     }
 
     func changeStreamFilter() -> Document {
-        // Key vault collections stay out of the event log as they stay out of the copy.
-        let noKeyVault: BSONValue = ["ns.coll": ["$ne": "__keyVault"]]
+        let noKeyVault: BSONValue = ["ns.coll": ["$ne": .string(BackupRunner.keyVaultCollection)]]
         if options.namespaces.isEmpty {
             return ["$and": [["ns.db": .document(["$nin": .array(BackupRunner.excludedDatabases.sorted().map { .string($0) })])], noKeyVault]]
         }
@@ -239,11 +241,12 @@ public final class BackupRunner {
             // Protected namespaces: documents are encrypted in batches on other cores (one
             // libmongocrypt context per batch) and reach the segment in cursor order. The
             // archive never sees the plaintext.
+            func write(_ record: UnsafeRawBufferPointer) throws {
+                if segment!.pendingRecordBytes >= options.segmentBytes { try rotate() }
+                try segment!.append(record)
+            }
             let sealer = OrderedPipeline<[Document]>(maxInFlight: ProcessInfo.processInfo.activeProcessorCount + 1) { docs in
-                for d in docs {
-                    if segment!.pendingRecordBytes >= self.options.segmentBytes { try rotate() }
-                    try segment!.append(d.bytes)
-                }
+                for d in docs { try d.bytes.withUnsafeBytes { try write($0) } }
             }
             var batch: [Document] = []
             var batchBytes = 0
@@ -262,8 +265,7 @@ public final class BackupRunner {
                     // batches stay small so that per-subject keys do not make that quadratic.
                     if batch.count >= 128 || batchBytes >= 4 << 20 { try submitBatch() }
                 } else {
-                    if segment!.pendingRecordBytes >= options.segmentBytes { try rotate() }
-                    try segment!.append(raw)
+                    try write(raw)
                 }
                 progress.documents += 1
                 progress.bytes += Int64(raw.count)

@@ -152,15 +152,8 @@ public final class DocumentProtector: @unchecked Sendable {
             let key = DataKeySelector.altName(try keyName(for: doc, rule: rule, namespace: ns))
             var out = doc
             for field in rule.fields {
-                out = try transform(out, path: field.path.split(separator: ".").map(String.init)) { value in
-                    switch value {
-                    case .null, .undefined, .binary(6, _): return value
-                    default: break
-                    }
-                    guard BSONTypeName.allowed(value, field.algorithm) else {
-                        throw ProtectionError.forbiddenType(namespace: ns, id: DocumentProtector.idString(doc), path: field.path,
-                                                            type: BSONTypeName.of(value), algorithm: field.algorithm == .deterministic ? "deterministic" : "random")
-                    }
+                out = try transform(out, path: field.components) { value in
+                    guard try needsSealing(value, field: field, namespace: ns, doc: doc) else { return value }
                     values += 1
                     return Marking.make(value: value, key: key, algorithm: field.algorithm)
                 }
@@ -201,23 +194,29 @@ public final class DocumentProtector: @unchecked Sendable {
         let key = DataKeySelector.altName(try keyName(for: doc, rule: rule, namespace: ns))
         var out = doc
         for field in rule.fields {
-            out = try transform(out, path: field.path[...].split(separator: ".").map(String.init)) { value in
+            out = try transform(out, path: field.components) { value in
                 try self.seal(value, key: key, field: field, namespace: ns, doc: doc)
             }
         }
         return out
     }
 
-    private func seal(_ value: BSONValue, key: DataKeySelector, field: ProtectionRule.Field, namespace: String, doc: Document) throws -> BSONValue {
+    /// False for values left as they are (nulls, which CSFLE cannot encrypt and which hide
+    /// nothing, and values already encrypted); throws for a type the algorithm forbids.
+    private func needsSealing(_ value: BSONValue, field: ProtectionRule.Field, namespace: String, doc: Document) throws -> Bool {
         switch value {
-        case .null, .undefined: return value  // nothing to hide, and CSFLE cannot encrypt them
-        case .binary(6, _): return value  // already encrypted
+        case .null, .undefined, .binary(6, _): return false
         default: break
         }
         guard BSONTypeName.allowed(value, field.algorithm) else {
             throw ProtectionError.forbiddenType(namespace: namespace, id: DocumentProtector.idString(doc), path: field.path,
                                                 type: BSONTypeName.of(value), algorithm: field.algorithm == .deterministic ? "deterministic" : "random")
         }
+        return true
+    }
+
+    private func seal(_ value: BSONValue, key: DataKeySelector, field: ProtectionRule.Field, namespace: String, doc: Document) throws -> BSONValue {
+        guard try needsSealing(value, field: field, namespace: namespace, doc: doc) else { return value }
         lock.lock(); encryptedValues += 1; lock.unlock()
         return try engine.encrypt(value, key: key, algorithm: field.algorithm)
     }
@@ -296,7 +295,7 @@ public final class DocumentProtector: @unchecked Sendable {
             let lp = logical(path)
             var replacement: BSONValue? = value
             for field in rule.fields {
-                let fp = field.path.split(separator: ".").map(String.init)
+                let fp = field.components
                 if lp == fp || fp.starts(with: lp) {
                     guard let key else { replacement = nil; dropped += 1; break }
                     if lp == fp {
@@ -316,7 +315,8 @@ public final class DocumentProtector: @unchecked Sendable {
         }
         var keptRemoved: [BSONValue] = []
         for path in removed {
-            if let field = rule.fields.first(where: { logical(path).starts(with: $0.path.split(separator: ".").map(String.init)) && logical(path).count > $0.path.split(separator: ".").count }) {
+            let lp = logical(path)
+            if let field = rule.fields.first(where: { lp.starts(with: $0.components) && lp.count > $0.components.count }) {
                 try resendWhole(field)
             } else {
                 keptRemoved.append(.string(path))
@@ -325,7 +325,7 @@ public final class DocumentProtector: @unchecked Sendable {
         var keptTruncated: [BSONValue] = []
         for t in truncated {
             let lp = logical(t["field"]?.stringValue ?? "")
-            if let field = rule.fields.first(where: { lp.starts(with: $0.path.split(separator: ".").map(String.init)) }) {
+            if let field = rule.fields.first(where: { lp.starts(with: $0.components) }) {
                 try resendWhole(field)
             } else {
                 keptTruncated.append(.document(t))

@@ -18,11 +18,14 @@ public struct ProtectionRule: Sendable {
     }
 
     public struct Field: Sendable, Equatable {
-        public var path: String
-        public var algorithm: EncryptionAlgorithm
+        public let path: String
+        public let algorithm: EncryptionAlgorithm
+        /// `path` split at its dots.
+        public let components: [String]
         public init(path: String, algorithm: EncryptionAlgorithm) {
             self.path = path
             self.algorithm = algorithm
+            components = path.split(separator: ".").map(String.init)
         }
     }
 

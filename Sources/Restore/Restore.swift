@@ -144,10 +144,26 @@ public final class RestoreRunner {
     }
     let failures = FailureLog()
 
+    /// One block as one bulk insert: decrypted unless loading ciphertext as is, validation
+    /// bypassed (the source may hold documents its own validator would now reject).
+    func insert(_ block: Block, into target: Namespace, client: Client, ordered: Bool) throws {
+        let bulk = client.collection(target).bulk(ordered: ordered, bypassValidation: true)
+        try block.forEachRecord { raw in
+            if let doc = try open(raw, namespace: target.description) { try bulk.insert(doc) } else { try bulk.insert(raw: raw) }
+        }
+        do {
+            try bulk.execute()
+        } catch let e as MongoError {
+            throw RestoreError.failed(namespace: target.description, reason: e.message)
+        }
+    }
+
     /// Decrypts one record (a document or an event) unless loading ciphertext as is.
     func open(_ raw: UnsafeRawBufferPointer, namespace: String) throws -> Document? {
         guard let decryptor = options.decryptor else { return nil }
-        let (doc, failed) = decryptor.decrypt(Document(trusted: Array(raw)))
+        let sealed = Document(trusted: Array(raw))
+        guard sealed.contains(binarySubtype: 6) else { return nil }  // insert the raw bytes as they are
+        let (doc, failed) = decryptor.decrypt(sealed)
         if !failed.isEmpty {
             if options.strict { throw RestoreError.undecryptable(namespace: namespace, failure: failed[0]) }
             failures.add(namespace, failed)
@@ -244,15 +260,7 @@ public final class RestoreRunner {
                     while let w = state.queue.take() {
                         if state.failed != nil { continue }
                         do {
-                            let bulk = client.collection(w.target).bulk(ordered: false, bypassValidation: true)
-                            try w.block.forEachRecord { raw in
-                                if let doc = try self.open(raw, namespace: w.target.description) { try bulk.insert(doc) } else { try bulk.insert(raw: raw) }
-                            }
-                            do {
-                                try bulk.execute()
-                            } catch let e as MongoError {
-                                throw RestoreError.failed(namespace: w.target.description, reason: e.message)
-                            }
+                            try self.insert(w.block, into: w.target, client: client, ordered: false)
                             let (total, report) = state.add(w.block.recordCount)
                             if report { progress?(RestoreProgress(documents: total, expectedDocuments: expected)) }
                         } catch {
@@ -289,11 +297,7 @@ public final class RestoreRunner {
                 for s in p.entry.segments {
                     let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
                     while let block = try reader.nextBlock() {
-                        let bulk = client.collection(p.target).bulk(ordered: true, bypassValidation: true)
-                        try block.forEachRecord { raw in
-                            if let doc = try self.open(raw, namespace: p.target.description) { try bulk.insert(doc) } else { try bulk.insert(raw: raw) }
-                        }
-                        try bulk.execute()
+                        try self.insert(block, into: p.target, client: client, ordered: true)
                         inserted += Int64(block.recordCount)
                     }
                     try RestoreRunner.checkWhole(reader, s)

@@ -21,6 +21,18 @@ struct KeyOptions: ParsableArguments {
     }
 }
 
+/// Where a MongoDB key vault collection lives (`keys export` and `keys import`).
+struct KeyVaultCollectionOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Deployment that holds the key vault collection.", valueName: "uri")) var uri: String
+    @Option(name: .customLong("key-vault-namespace"), help: ArgumentHelp("db.coll (default encryption.__keyVault).", valueName: "ns"))
+    var keyVaultNamespace = "encryption.__keyVault"
+
+    func namespace() throws -> Namespace {
+        guard let ns = Namespace(keyVaultNamespace) else { throw ValidationError("--key-vault-namespace must be db.coll") }
+        return ns
+    }
+}
+
 struct KeysCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "keys",
@@ -41,15 +53,13 @@ struct KeysCommand: ParsableCommand {
             discussion: "The key documents are MongoDB's CSFLE key documents, still wrapped by the master key; existing ids are replaced.")
         @OptionGroup var common: CommonOptions
         @OptionGroup var keys: KeyOptions
-        @Option(help: ArgumentHelp("Deployment that holds the key vault collection.", valueName: "uri")) var uri: String
-        @Option(name: .customLong("key-vault-namespace"), help: ArgumentHelp("db.coll (default encryption.__keyVault).", valueName: "ns"))
-        var keyVaultNamespace = "encryption.__keyVault"
+        @OptionGroup var collection: KeyVaultCollectionOptions
 
         func run() throws {
             try runReportingErrors {
                 let engine = try keys.settings(common).openEngine()
-                guard let ns = Namespace(keyVaultNamespace) else { throw ValidationError("--key-vault-namespace must be db.coll") }
-                let n = try KeyTransfer.export(engine.keyVault, to: ConnectionString(uri), namespace: ns)
+                let ns = try collection.namespace()
+                let n = try KeyTransfer.export(engine.keyVault, to: ConnectionString(collection.uri), namespace: ns)
                 if common.json { try printJSON(["exported": n]) } else { print("exported \(n) data keys to \(ns)") }
             }
         }
@@ -61,15 +71,13 @@ struct KeysCommand: ParsableCommand {
             discussion: "Keys whose id is already in the file are skipped. They must be wrapped by the same master key to be usable.")
         @OptionGroup var common: CommonOptions
         @OptionGroup var keys: KeyOptions
-        @Option(help: ArgumentHelp("Deployment that holds the key vault collection.", valueName: "uri")) var uri: String
-        @Option(name: .customLong("key-vault-namespace"), help: ArgumentHelp("db.coll (default encryption.__keyVault).", valueName: "ns"))
-        var keyVaultNamespace = "encryption.__keyVault"
+        @OptionGroup var collection: KeyVaultCollectionOptions
 
         func run() throws {
             try runReportingErrors {
                 let engine = try keys.settings(common).openEngine()
-                guard let ns = Namespace(keyVaultNamespace) else { throw ValidationError("--key-vault-namespace must be db.coll") }
-                let n = try KeyTransfer.import(from: ConnectionString(uri), namespace: ns, into: engine.keyVault)
+                let ns = try collection.namespace()
+                let n = try KeyTransfer.import(from: ConnectionString(collection.uri), namespace: ns, into: engine.keyVault)
                 if common.json { try printJSON(["imported": n]) } else { print("imported \(n) data keys from \(ns)") }
             }
         }

@@ -42,12 +42,8 @@ struct VerifyCommand: ParsableCommand {
             for m in manifests {
                 let progress = ProgressLine(enabled: !common.json)
                 let total = Double(m.storedBytes)
-                var base: Int64 = 0
-                var lastPos: Int64 = 0
-                let report = Verifier.verify(m, in: repository) { pos in
-                    if pos < lastPos { base += lastPos }
-                    lastPos = pos
-                    progress.update("verify \(m.id)", done: Double(base + pos), total: total)
+                let report = Verifier.verify(m, in: repository) { done in
+                    progress.update("verify \(m.id)", done: Double(done), total: total)
                 }
                 progress.finish()
                 reports.append(report)

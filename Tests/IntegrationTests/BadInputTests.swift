@@ -1,5 +1,6 @@
 import Archive
 import BSON
+import Durable
 import Foundation
 import Mongo
 import TestSupport
@@ -79,7 +80,7 @@ final class BadInputTests: XCTestCase {
         let repository = try Repository(path: repo)
         let segment = repository.segmentPath(backup: first.id, first.namespaces[0].segments[0])
         // Flip one byte inside the third block's payload.
-        var bytes = try Durable_read(segment)
+        var bytes = try Durable.readFile(segment)
         let reader = try SegmentReader(path: segment)
         _ = try reader.nextBlock(); _ = try reader.nextBlock()
         let thirdBlock = reader.position
@@ -103,7 +104,7 @@ final class BadInputTests: XCTestCase {
 
         // Truncation: cut the second backup's segment short; verify names it.
         let seg2 = repository.segmentPath(backup: second.id, second.namespaces[0].segments[0])
-        let whole = try Durable_read(seg2)
+        let whole = try Durable.readFile(seg2)
         try Data(whole[0..<(whole.count - 100)]).write(to: URL(fileURLWithPath: seg2))
         let v2 = TestEnv.ciphertail(["verify", "--repo", repo, "--backup", second.id, "--json"])
         XCTAssertEqual(v2.status, 6)
@@ -157,7 +158,6 @@ final class BadInputTests: XCTestCase {
     }
 }
 
-func Durable_read(_ path: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: path))) }
 
 /// Every file under `dir` with a final segment name must read whole, to its footer.
 func assertNoPartialSegmentLooksWhole(_ dir: String, file: StaticString = #filePath, line: UInt = #line) throws {

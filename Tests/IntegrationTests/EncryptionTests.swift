@@ -193,6 +193,25 @@ final class EncryptionTests: XCTestCase {
     }
 }
 
+/// A pipeline file backing up `database` into `dir/repo`, with one per-subject (userId) rule.
+func writeUsersPipeline(_ path: String, database: String, dir: String, vault: String, master: String,
+                        ruleNamespace: String, fields: KeyValuePairs<String, String>) throws {
+    let fieldLines = fields.map { "            - {path: \($0.key), algorithm: \($0.value)}" }.joined(separator: "\n")
+    let yaml = """
+    source: {uri: "\(TestEnv.uri)", namespaces: [\(database).*]}
+    archive: {repo: \(dir)/repo}
+    encryption:
+      keyVault: \(vault)
+      masterKey: {provider: local, local: {keyFile: \(master)}}
+      rules:
+        - namespace: "\(ruleNamespace)"
+          subject: userId
+          fields:
+    \(fieldLines)
+    """
+    try Data(yaml.utf8).write(to: URL(fileURLWithPath: path))
+}
+
 final class StopFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var flag = false
@@ -232,22 +251,8 @@ final class InteropTests: XCTestCase {
                       "ssn": .string("SSN-\(i)"), "address": ["street": .string("\(i) Main St")], "orders": [["card": .string("CARD-\(i)")]]])
         })
         let pipe = dir + "/p.yaml"
-        XCTAssertTrue(FileManager.default.createFile(atPath: pipe, contents: Data("""
-        source: {uri: "\(TestEnv.uri)", namespaces: [\(src).*]}
-        archive: {repo: \(dir)/repo}
-        encryption:
-          keyVault: \(vault)
-          masterKey: {provider: local, local: {keyFile: \(master)}}
-          rules:
-            - namespace: \(src).users
-              subject: userId
-              fields:
-                - {path: ssn, algorithm: deterministic}
-                - {path: email, algorithm: deterministic}
-                - {path: name, algorithm: random}
-                - {path: address, algorithm: random}
-                - {path: orders.card, algorithm: random}
-        """.utf8)))
+        try writeUsersPipeline(pipe, database: src, dir: dir, vault: vault, master: master, ruleNamespace: "\(src).users",
+                               fields: ["ssn": "deterministic", "email": "deterministic", "name": "random", "address": "random", "orders.card": "random"])
         XCTAssertEqual(TestEnv.ciphertail(["backup", "--pipeline", pipe]).status, 0)
         let r = TestEnv.ciphertail(["restore", "--pipeline", pipe, "--keep-encrypted", "--ns-from", "\(src).*", "--ns-to", "\(src)_sealed.*"])
         XCTAssertEqual(r.status, 0, r.stderr)
@@ -298,20 +303,8 @@ final class FindTests: XCTestCase {
                       "ssn": .string("SSN-\(i)"), "name": .string("N\(i)")])
         })
         let pipe = dir + "/p.yaml"
-        XCTAssertTrue(FileManager.default.createFile(atPath: pipe, contents: Data("""
-        source: {uri: "\(TestEnv.uri)", namespaces: [\(src).*]}
-        archive: {repo: \(dir)/repo}
-        encryption:
-          keyVault: \(vault)
-          masterKey: {provider: local, local: {keyFile: \(master)}}
-          rules:
-            - namespace: "*.users"
-              subject: userId
-              fields:
-                - {path: ssn, algorithm: deterministic}
-                - {path: email, algorithm: deterministic}
-                - {path: name, algorithm: random}
-        """.utf8)))
+        try writeUsersPipeline(pipe, database: src, dir: dir, vault: vault, master: master, ruleNamespace: "*.users",
+                               fields: ["ssn": "deterministic", "email": "deterministic", "name": "random"])
         XCTAssertEqual(TestEnv.ciphertail(["backup", "--pipeline", pipe]).status, 0)
         XCTAssertEqual(TestEnv.ciphertail(["restore", "--pipeline", pipe, "--keep-encrypted", "--ns-from", "\(src).*", "--ns-to", "\(src)_sealed.*"]).status, 0)
 
