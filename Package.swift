@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "Mongo", dependencies: ["BSON", "CMongoC", "CBSON"]),
         .target(name: "Zstd", dependencies: ["CZstd"]),
         .target(name: "Digest", dependencies: ["COpenSSL"]),
-        .target(name: "FieldCrypto", dependencies: ["BSON", "CMongoCrypt", "CBSON", "Durable", "Digest"]),
+        .target(name: "FieldCrypto", dependencies: ["BSON", "CMongoCrypt", "CBSON", "Durable", "Digest", "Mongo"]),
 
         // Domain modules.
         .target(name: "Durable"),
@@ -54,7 +54,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "CiphertailBench", dependencies: [
-            "BSON", "Mongo", "Archive", "Zstd",
+            "BSON", "Mongo", "Archive", "Zstd", "FieldCrypto", "COpenSSL",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "BSONTests", dependencies: ["BSON"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
-        .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL"]),
+        .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL", "Digest", "Mongo"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto", "Durable",
             .product(name: "Logging", package: "swift-log"),

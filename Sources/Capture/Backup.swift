@@ -37,6 +37,9 @@ public struct BackupOptions {
     /// The encryption stage: protected fields are encrypted before anything is compressed or
     /// written. Nil: no encryption.
     public var protector: DocumentProtector?
+    /// Never copied nor captured whatever the patterns say: the key vault collection when the
+    /// keys live in MongoDB (collections named __keyVault are always left out).
+    public var excludedNamespaces: Set<Namespace> = []
 
     public init(connection: ConnectionString, repository: String) {
         self.connection = connection
@@ -184,7 +187,8 @@ public final class BackupRunner {
         for db in try client.databaseNames().sorted() where !BackupRunner.excludedDatabases.contains(db) {
             if !options.namespaces.isEmpty && !options.namespaces.contains(where: { $0.matches(database: db) }) { continue }
             for info in try client.database(db).listCollections() {
-                guard let name = info["name"]?.stringValue, BackupRunner.isCopied(name) else { continue }
+                guard let name = info["name"]?.stringValue, BackupRunner.isCopied(name),
+                      !options.excludedNamespaces.contains(Namespace(database: db, collection: name)) else { continue }
                 let ns = Namespace(database: db, collection: name)
                 guard options.namespaces.matches(ns) else { continue }
                 let type = info["type"]?.stringValue ?? "collection"
@@ -200,7 +204,13 @@ public final class BackupRunner {
     }
 
     func changeStreamFilter() -> Document {
-        let noKeyVault: BSONValue = ["ns.coll": ["$ne": .string(BackupRunner.keyVaultCollection)]]
+        var noKeyVault: BSONValue = ["ns.coll": ["$ne": .string(BackupRunner.keyVaultCollection)]]
+        if !options.excludedNamespaces.isEmpty {
+            let others: [BSONValue] = options.excludedNamespaces.sorted().map {
+                ["$nor": [["ns.db": .string($0.database), "ns.coll": .string($0.collection)]]]
+            }
+            noKeyVault = ["$and": .array([noKeyVault] + others)]
+        }
         if options.namespaces.isEmpty {
             return ["$and": [["ns.db": .document(["$nin": .array(BackupRunner.excludedDatabases.sorted().map { .string($0) })])], noKeyVault]]
         }

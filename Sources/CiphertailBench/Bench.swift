@@ -31,6 +31,9 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("json-out"), help: ArgumentHelp("Also write every figure to this JSON file.", valueName: "file"))
     var jsonOut: String?
 
+    @Flag(name: .customLong("no-encryption"), help: "Skip the encrypted backup and restore phases and the crypto cost figures.")
+    var noEncryption = false
+
     static let sourceNS = Namespace(database: "bench", collection: "profiles")
     static let restoreNS = Namespace(database: "bench_restore", collection: "profiles")
     static let plainNS = Namespace(database: "bench_plain", collection: "profiles")
@@ -90,6 +93,11 @@ struct Bench: ParsableCommand {
         // Both insert phases start from the same server state: only bench.profiles present.
         try client.collection(Bench.restoreNS).drop()
 
+        var encryptedValues: Int64 = 0
+        if !noEncryption {
+            encryptedValues = try encryptedPhases(ciphertail, client: client, scanned: best, phases: &phases)
+        }
+
         print("plain bulk insert (loading the documents into memory first, untimed)")
         let bsonFile = "\(work)/profiles.bson"
         let plain = client.collection(Bench.plainNS)
@@ -115,12 +123,74 @@ struct Bench: ParsableCommand {
         }
         try? FileManager.default.removeItem(atPath: bsonFile)
 
-        let results = summarize(phases: phases, notes: notes, seed: seedInfo, scans: scans, backup: backupOut)
-        printTable(results, order: ["scan", "backup", "bulkInsert", "restore", "zstd"])
+        var costs: CryptoCosts?
+        if !noEncryption {
+            print("crypto costs per value (one thread, in this process)")
+            costs = try measureCryptoCosts()
+        }
+
+        var results = summarize(phases: phases, notes: notes, seed: seedInfo, scans: scans, backup: backupOut)
+        if !noEncryption { addEncryption(&results, phases: phases, values: encryptedValues, costs: costs) }
+        printTable(results, order: ["scan", "backup", "bulkInsert", "restore", "encBackupCold", "encBackupWarm", "encRestore", "zstd"])
+        if let e = results.encryption { printEncryption(e) }
         if let jsonOut {
             try writeJSON(results, to: jsonOut)
             print("\nwrote \(jsonOut)")
         }
+    }
+
+    /// Encrypted backup twice (the first creates one data key per user, the second finds
+    /// them), then a decrypting restore checked against the seeded documents. Returns the
+    /// number of values the warm backup encrypted.
+    func encryptedPhases(_ ciphertail: String, client: Client, scanned: Scan, phases: inout [String: PhaseResult]) throws -> Int64 {
+        let pipeline = try writeEncryptionPipeline(work: work, uri: uri)
+        for f in ["enc-repo", "enc-keyvault", "enc-master.key"] { try? FileManager.default.removeItem(atPath: "\(work)/\(f)") }
+        _ = try runCiphertail(ciphertail, ["keys", "init", "--pipeline", pipeline], output: "\(work)/keys-init.out")
+        var values: Int64 = 0
+        for (key, label) in [("encBackupCold", "encrypted backup (cold)"), ("encBackupWarm", "encrypted backup (warm)")] {
+            print("ciphertail backup, 5 encrypted fields, key per user: \(key == "encBackupCold" ? "creating the keys" : "keys exist")")
+            try? FileManager.default.removeItem(atPath: "\(work)/enc-repo")
+            let run = try runCiphertail(ciphertail, ["backup", "--pipeline", pipeline, "--json"], output: "\(work)/\(key).json")
+            let out = try decode(EncryptedBackupOutput.self, run, "encrypted backup")
+            guard out.documents == scanned.documents, let v = out.encryptedValues, v == 5 * scanned.documents else {
+                throw BenchError("encrypted backup copied \(out.documents) documents and encrypted \(out.encryptedValues ?? 0) values; "
+                                 + "expected \(scanned.documents) and \(5 * scanned.documents)")
+            }
+            if key == "encBackupCold", !(scanned.documents...scanned.documents + 1).contains(out.keysCreated ?? 0) {
+                throw BenchError("the cold run created \(out.keysCreated ?? 0) keys, expected one per user and the subject-hash key")
+            }
+            values = v
+            phases[key] = PhaseResult(label, documents: out.documents, bytes: scanned.bytes, child: run)
+        }
+        print("ciphertail restore with decryption")
+        let restore = try runCiphertail(ciphertail, ["restore", "--pipeline", pipeline, "--ns-from", Bench.sourceNS.description,
+                                                     "--ns-to", Bench.restoreNS.description, "--drop", "--json"],
+                                        output: "\(work)/enc-restore.json")
+        let target = client.collection(Bench.restoreNS)
+        let restored = try target.countDocuments()
+        for i in [0, docs / 2, docs - 1] {
+            guard try target.find(["_id": .int64(Int64(i))]).next() == Profiles.document(i) else {
+                throw BenchError("document \(i) restored with decryption differs from the seeded one")
+            }
+        }
+        guard restored == scanned.documents else { throw BenchError("\(Bench.restoreNS) holds \(restored) documents after the decrypting restore") }
+        phases["encRestore"] = PhaseResult("restore with decryption", documents: restored, bytes: scanned.bytes, child: restore)
+        try target.drop()
+        return values
+    }
+
+    func addEncryption(_ r: inout Results, phases: [String: PhaseResult], values: Int64, costs: CryptoCosts?) {
+        guard let scan = phases["scan"], let cold = phases["encBackupCold"], let warm = phases["encBackupWarm"],
+              let restore = phases["encRestore"], let bulk = phases["bulkInsert"] else { return }
+        let e = Results.Encryption(
+            encryptedValuesPerBackup: values,
+            encryptionsPerCoreSecond: Double(values) / warm.cpuSeconds,
+            warmBackupToScan: warm.docsPerSecond / scan.docsPerSecond,
+            coldBackupToScan: cold.docsPerSecond / scan.docsPerSecond,
+            decryptingRestoreToBulkInsert: restore.docsPerSecond / bulk.docsPerSecond,
+            costs: costs)
+        r.encryption = e
+        r.goals.append(Goal(name: "encrypted backup / scan", value: e.warmBackupToScan, target: ">= 0.35", met: e.warmBackupToScan >= 0.35))
     }
 
     func resolveCiphertail() throws -> String {

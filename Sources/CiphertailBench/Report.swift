@@ -79,6 +79,32 @@ struct Results: Codable {
     var restoreToBulkInsert: Double
     var goals: [Goal]
     var notes: [String]
+    var encryption: Encryption?
+
+    struct Encryption: Codable {
+        var encryptedValuesPerBackup: Int64
+        /// Values encrypted per CPU-second of the warm backup process (all its work counted).
+        var encryptionsPerCoreSecond: Double
+        var warmBackupToScan: Double
+        var coldBackupToScan: Double
+        var decryptingRestoreToBulkInsert: Double
+        var costs: CryptoCosts?
+    }
+}
+
+func printEncryption(_ e: Results.Encryption) {
+    func fmt(_ v: Double, _ d: Int) -> String { String(format: "%.\(d)f", v) }
+    print("")
+    print("encryption: \(e.encryptedValuesPerBackup) values per backup; \(fmt(e.encryptionsPerCoreSecond, 0)) encryptions per CPU-second "
+          + "of the warm backup (everything it does counted)")
+    print("  encrypted backup / scan: warm \(fmt(e.warmBackupToScan, 3)), cold (creating the keys) \(fmt(e.coldBackupToScan, 3)); "
+          + "decrypting restore / bulk insert: \(fmt(e.decryptingRestoreToBulkInsert, 2))")
+    if let c = e.costs {
+        print("  one random value of 32 bytes, one thread, µs: libmongocrypt explicit \(fmt(c.libmongocryptExplicitMicros, 2)), "
+              + "libmongocrypt batched \(fmt(c.libmongocryptBatchedMicros, 2)); OpenSSL as libmongocrypt calls it "
+              + "\(fmt(c.opensslAsLibmongocryptMicros, 2)), OpenSSL with reused contexts \(fmt(c.opensslReusedMicros, 2)) "
+              + "(batched / floor = \(fmt(c.batchedOverFloor, 1))x)")
+    }
 }
 
 func printTable(_ r: Results, order: [String]) {

@@ -26,6 +26,45 @@ public final class LenientDecryptor: @unchecked Sendable {
         return (out, failures)
     }
 
+    /// Decrypts many documents with as few libmongocrypt contexts as possible: those holding
+    /// ciphertext are wrapped, up to `batchBytes`, as the fields of one document that
+    /// libmongocrypt decrypts in one go (one key lookup for the whole batch). A batch with
+    /// any value that fails falls back to `decrypt(_:)` document by document, so failures
+    /// are found and reported exactly as there.
+    public func decrypt(batch docs: [Document], batchBytes: Int = 4 << 20) -> [(Document, [DecryptFailure])] {
+        var out: [(Document, [DecryptFailure])] = docs.map { ($0, []) }
+        var pending: [Int] = []
+        var bytes = 0
+        func flush() {
+            defer { pending.removeAll(keepingCapacity: true); bytes = 0 }
+            guard pending.count > 1 else {
+                for i in pending { out[i] = decrypt(docs[i]) }
+                return
+            }
+            var wrapper = DocumentBuilder()
+            for (n, i) in pending.enumerated() { wrapper.append(String(n), document: docs[i]) }
+            guard let opened = try? engine.decryptDocument(wrapper.document) else {
+                for i in pending { out[i] = decrypt(docs[i]) }
+                return
+            }
+            let parts = opened.elements
+            guard parts.count == pending.count else {
+                for i in pending { out[i] = decrypt(docs[i]) }
+                return
+            }
+            for (n, i) in pending.enumerated() {
+                if case .document(let d) = parts[n].value { out[i] = (d, []) } else { out[i] = decrypt(docs[i]) }
+            }
+        }
+        for (i, d) in docs.enumerated() where d.contains(binarySubtype: 6) {
+            if bytes + d.count > batchBytes { flush() }
+            pending.append(i)
+            bytes += d.count
+        }
+        flush()
+        return out
+    }
+
     private func walk(_ doc: Document, prefix: String, failures: inout [DecryptFailure]) -> Document {
         var b = DocumentBuilder()
         for (k, v) in doc.elements { b.append(k, value(v, path: prefix.isEmpty ? k : "\(prefix).\(k)", failures: &failures)) }

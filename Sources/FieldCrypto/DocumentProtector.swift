@@ -10,14 +10,17 @@ public final class DocumentProtector: @unchecked Sendable {
     public let rules: [ProtectionRule]
     public let engine: MongoCryptEngine
     private let lock = NSLock()
-    private var subjectNames: [BSONValue: String] = [:]
-    private var knownKeys: Set<String> = []
+    private var subjectHasher: HMACSHA256?
+    /// Named keys (a handful): their ids, once known to exist.
+    private var namedKeyIds: [String: UUID] = [:]
     /// Counters for the run summary and metrics.
     public private(set) var encryptedValues: Int64 = 0
     public private(set) var keysCreated: Int64 = 0
 
-    /// The data key whose deterministic encryption serves as the keyed hash of subject ids.
+    /// The data key from which the keyed hash of subject ids is derived.
     public static let subjectHashKeyName = "ciphertail/subject-id-hash"
+    /// What is deterministically encrypted under that key to make the HMAC key.
+    static let subjectHashLabel = "ciphertail subject-id HMAC key v1"
 
     public init(rules: [ProtectionRule], engine: MongoCryptEngine) {
         self.rules = rules
@@ -33,59 +36,99 @@ public final class DocumentProtector: @unchecked Sendable {
 
     // MARK: Keys
 
-    /// The keyAltName of a subject's data key: `subject/<hex SHA-256 of the deterministic
-    /// CSFLE encryption of the subject under the vault's subject-hash key>`. A keyed hash:
-    /// without the vault and master key, nobody can test a guessed subject id against it.
+    /// The keyAltName of a subject's data key: `subject/<hex HMAC-SHA-256 of the subject's
+    /// BSON element {"s": subject}>`. The HMAC key is the SHA-256 of the deterministic CSFLE
+    /// encryption of a fixed label under the vault's subject-hash data key, so it exists only
+    /// where that data key can be unwrapped: without the vault and the master key, nobody can
+    /// test a guessed subject id against a key name. (A hash of the id alone could be tested.)
     public func subjectKeyName(_ subject: BSONValue) throws -> String {
-        lock.lock()
-        if let n = subjectNames[subject] { lock.unlock(); return n }
-        lock.unlock()
-        try ensureKey(DocumentProtector.subjectHashKeyName)
-        let canonical = Document(["s": subject]).canonicalJSON
-        let sealed = try engine.encrypt(.string(canonical), keyAltName: DocumentProtector.subjectHashKeyName, algorithm: .deterministic)
-        guard case .binary(6, let bytes) = sealed else { throw FieldCryptoError.invalidArgument("subject hash") }
-        let name = "subject/" + SHA256.hash(bytes).hexString
-        lock.lock(); subjectNames[subject] = name; lock.unlock()
-        return name
+        let hasher = try subjectHMAC()
+        return "subject/" + hasher.authenticate(Document(["s": subject]).bytes).hexString
     }
 
-    /// Makes sure a data key with this keyAltName exists, creating it on first use.
-    public func ensureKey(_ altName: String) throws {
-        lock.lock()
-        if knownKeys.contains(altName) { lock.unlock(); return }
-        lock.unlock()
-        if try engine.keyVault.keys(matching: KeyVaultQuery(ids: [], altNames: [altName])).isEmpty {
+    private func subjectHMAC() throws -> HMACSHA256 {
+        if let h = lock.withLock({ subjectHasher }) { return h }
+        let id = try ensureKey(DocumentProtector.subjectHashKeyName)
+        let sealed = try engine.encrypt(.string(DocumentProtector.subjectHashLabel), keyId: id, algorithm: .deterministic)
+        guard case .binary(6, var bytes) = sealed else { throw FieldCryptoError.invalidArgument("subject hash") }
+        var key = SHA256.hash(bytes)
+        let hasher = HMACSHA256(key: key)
+        bytes.withUnsafeMutableBytes { wipe($0.baseAddress!, $0.count) }
+        key.withUnsafeMutableBytes { wipe($0.baseAddress!, $0.count) }
+        return lock.withLock {
+            if subjectHasher == nil { subjectHasher = hasher }
+            return subjectHasher!
+        }
+    }
+
+    /// The id of the data key with this keyAltName, created on first use.
+    @discardableResult
+    public func ensureKey(_ altName: String) throws -> UUID {
+        if let id = lock.withLock({ namedKeyIds[altName] }) { return id }
+        let id = try keyIds(forNames: [altName])[0]
+        lock.withLock { namedKeyIds[altName] = id }
+        return id
+    }
+
+    /// The ids of the data keys with these keyAltNames (one per name, in order); those that
+    /// do not exist yet are created with one durable append.
+    func keyIds(forNames names: [String]) throws -> [UUID] {
+        var known = try engine.keyVault.keyIds(forAltNames: names)
+        var missing: [String] = []
+        var seen = Set<String>()
+        for n in names where known[n] == nil && seen.insert(n).inserted { missing.append(n) }
+        if !missing.isEmpty {
             do {
-                _ = try engine.createDataKey(keyAltNames: [altName])
-                lock.lock(); keysCreated += 1; lock.unlock()
+                let created = try engine.createDataKeys(keyAltNames: missing.map { [$0] })
+                for (n, key) in zip(missing, created) { known[n] = try DataKeyInfo(key).id }
+                lock.withLock { keysCreated += Int64(missing.count) }
             } catch FieldCryptoError.invalidKeyDocument {
-                // Created concurrently by another writer: the name is taken, which is all we need.
+                // Another writer created some of them meanwhile: take theirs, then make the rest one by one.
+                known.merge(try engine.keyVault.keyIds(forAltNames: missing)) { a, _ in a }
+                for n in missing where known[n] == nil {
+                    do {
+                        known[n] = try DataKeyInfo(engine.createDataKey(keyAltNames: [n])).id
+                        lock.withLock { keysCreated += 1 }
+                    } catch FieldCryptoError.invalidKeyDocument {
+                        known.merge(try engine.keyVault.keyIds(forAltNames: [n])) { a, _ in a }
+                    }
+                }
             }
         }
-        lock.lock(); knownKeys.insert(altName); lock.unlock()
+        return try names.map { n in
+            guard let id = known[n] else { throw FieldCryptoError.keyNotFound(ids: [], altNames: [n], message: "not created") }
+            return id
+        }
     }
 
-    /// The key for one document under `rule`, or nil when it has no subject and the rule
-    /// says to stop (the caller reports it).
+    /// The keyAltName of the key for one document under `rule`.
     func keyName(for doc: Document, rule: ProtectionRule, namespace: String) throws -> String {
         switch rule.key {
         case .named(let name):
-            try ensureKey(name)
             return name
         case .perSubject(let field, let onMissing):
             if let subject = doc.value(atPath: field), subject != .null, subject != .undefined {
-                let name = try subjectKeyName(subject)
-                try ensureKey(name)
-                return name
+                return try subjectKeyName(subject)
             }
             switch onMissing {
-            case .fallback(let name):
-                try ensureKey(name)
-                return name
-            case .stop:
-                throw ProtectionError.missingSubject(namespace: namespace, id: DocumentProtector.idString(doc), field: field)
+            case .fallback(let name): return name
+            case .stop: throw ProtectionError.missingSubject(namespace: namespace, id: DocumentProtector.idString(doc), field: field)
             }
         }
+    }
+
+    /// The data key for each document (created on first use), or an error naming the first
+    /// document that has no subject when the rule says to stop.
+    func keyIds(for docs: [Document], rule: ProtectionRule, namespace: String) throws -> [UUID] {
+        if case .named(let name) = rule.key {
+            let id = try ensureKey(name)
+            return docs.map { _ in id }
+        }
+        return try keyIds(forNames: docs.map { try keyName(for: $0, rule: rule, namespace: namespace) })
+    }
+
+    func keyId(for doc: Document, rule: ProtectionRule, namespace: String) throws -> UUID {
+        try keyIds(for: [doc], rule: rule, namespace: namespace)[0]
     }
 
     static func idString(_ doc: Document) -> String {
@@ -95,47 +138,13 @@ public final class DocumentProtector: @unchecked Sendable {
 
     // MARK: Batches
 
-    /// Creates, in one durable append, the data keys a batch of documents needs.
-    public func prepareKeys(for docs: [Document], database: String, collection: String) throws {
-        guard let rule = rule(database: database, collection: collection) else { return }
-        var wanted: [String] = []
-        switch rule.key {
-        case .named(let name): wanted = [name]
-        case .perSubject(let field, let onMissing):
-            for d in docs {
-                if let subject = d.value(atPath: field), subject != .null, subject != .undefined {
-                    wanted.append(try subjectKeyName(subject))
-                } else if case .fallback(let name) = onMissing {
-                    wanted.append(name)
-                }
-            }
-        }
-        lock.lock()
-        var unknown = Set(wanted.filter { !knownKeys.contains($0) })
-        lock.unlock()
-        guard !unknown.isEmpty else { return }
-        let present = try engine.keyVault.keys(matching: KeyVaultQuery(ids: [], altNames: Array(unknown)))
-        let presentNames = Set(try present.flatMap { try DataKeyInfo($0).altNames })
-        unknown.subtract(presentNames)
-        if !unknown.isEmpty {
-            do {
-                _ = try engine.createDataKeys(keyAltNames: unknown.sorted().map { [$0] })
-                lock.lock(); keysCreated += Int64(unknown.count); lock.unlock()
-            } catch FieldCryptoError.invalidKeyDocument {
-                // Another writer created some of them meanwhile: fall back to one at a time.
-                for name in unknown { try ensureKey(name) }
-            }
-        }
-        lock.lock(); knownKeys.formUnion(presentNames); knownKeys.formUnion(unknown); lock.unlock()
-    }
-
-    /// Protects a batch of documents of one namespace: keys are prepared in one append, values
-    /// are marked, and libmongocrypt encrypts the whole batch in one context. The same result
-    /// as `protect(_:)` one by one, much cheaper per value.
+    /// Protects a batch of documents of one namespace: keys are found (or created in one
+    /// append), values are marked with their key's id, and libmongocrypt encrypts the whole
+    /// batch in one context. The same result as `protect(_:)` one by one, much cheaper per value.
     public func protect(batch docs: [Document], database: String, collection: String) throws -> [Document] {
         guard let rule = rule(database: database, collection: collection), !docs.isEmpty else { return docs }
-        try prepareKeys(for: docs, database: database, collection: collection)
         let ns = "\(database).\(collection)"
+        let keys = try keyIds(for: docs, rule: rule, namespace: ns)
         var marked: [Document] = []
         marked.reserveCapacity(docs.count)
         var values: Int64 = 0
@@ -145,11 +154,11 @@ public final class DocumentProtector: @unchecked Sendable {
         // encrypts only the configured fields.
         var explicit: [Int: Document] = [:]
         for (i, doc) in docs.enumerated() where doc.contains(binarySubtype: 6, orScopedCode: true) {
-            explicit[i] = try protect(doc, database: database, collection: collection)
+            explicit[i] = try protect(doc, key: .id(keys[i]), rule: rule, namespace: ns)
         }
         for (i, doc) in docs.enumerated() {
             if explicit[i] != nil { marked.append(Document()); continue }
-            let key = DataKeySelector.altName(try keyName(for: doc, rule: rule, namespace: ns))
+            let key = DataKeySelector.id(keys[i])
             var out = doc
             for field in rule.fields {
                 out = try transform(out, path: field.components) { value in
@@ -191,7 +200,10 @@ public final class DocumentProtector: @unchecked Sendable {
     public func protect(_ doc: Document, database: String, collection: String) throws -> Document {
         guard let rule = rule(database: database, collection: collection) else { return doc }
         let ns = "\(database).\(collection)"
-        let key = DataKeySelector.altName(try keyName(for: doc, rule: rule, namespace: ns))
+        return try protect(doc, key: .id(try keyId(for: doc, rule: rule, namespace: ns)), rule: rule, namespace: ns)
+    }
+
+    private func protect(_ doc: Document, key: DataKeySelector, rule: ProtectionRule, namespace ns: String) throws -> Document {
         var out = doc
         for field in rule.fields {
             out = try transform(out, path: field.components) { value in
@@ -271,10 +283,9 @@ public final class DocumentProtector: @unchecked Sendable {
         let full = event["fullDocument"]?.documentValue
         // The key comes from the full document's subject. Without one (deleted since the
         // update), nothing protected can be sealed: those entries are dropped and counted.
-        var key: DataKeySelector? = try full.map { .altName(try keyName(for: $0, rule: rule, namespace: namespace)) }
+        var key: DataKeySelector? = try full.map { .id(try keyId(for: $0, rule: rule, namespace: namespace)) }
         if key == nil, case .named(let name) = rule.key {
-            try ensureKey(name)
-            key = .altName(name)  // a named key needs no document to be chosen
+            key = .id(try ensureKey(name))  // a named key needs no document to be chosen
         }
         let keyDoc = full ?? Document(["_id": event["documentKey"]?.documentValue?["_id"] ?? .null])
         func logical(_ path: String) -> [String] { path.split(separator: ".").map(String.init).filter { Int($0) == nil } }

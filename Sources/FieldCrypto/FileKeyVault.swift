@@ -36,8 +36,12 @@ import Glibc
 public final class FileKeyVault: KeyVault, @unchecked Sendable {
     public let path: String
     private let lock = NSLock()
-    private var documents: [Document] = []
-    private var infos: [DataKeyInfo] = []
+    // The committed records as read, back to back, and where each key document lies in
+    // them: one buffer instead of an object per key keeps a vault of a million subjects
+    // within a few hundred megabytes. Documents are cut out when asked for.
+    private var storage: [UInt8] = []
+    private var spans: [Range<Int>] = []
+    private var ids: [UUID] = []
     private var byId: [UUID: Int] = [:]
     private var byAltName: [String: Int] = [:]
     private var committed = 0  // bytes of the file this index reflects
@@ -73,7 +77,9 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
         return try open(at: path)
     }
 
-    public var count: Int { lock.withLock { documents.count } }
+    public var count: Int { lock.withLock { spans.count } }
+
+    private func document(_ i: Int) -> Document { Document(trusted: Array(storage[spans[i]])) }
 
     public func keys(matching query: KeyVaultQuery) throws -> [Document] {
         try lock.withLock {
@@ -83,7 +89,23 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
                 try refreshLocked()
                 found = lookup(query)
             }
-            return found.map { documents[$0] }
+            return found.map(document)
+        }
+    }
+
+    public func keyIds(forAltNames names: [String]) throws -> [String: UUID] {
+        try lock.withLock {
+            func look() -> [String: UUID] {
+                var out: [String: UUID] = [:]
+                for n in names { if let i = byAltName[n] { out[n] = ids[i] } }
+                return out
+            }
+            var found = look()
+            if found.count < Set(names).count {
+                try refreshLocked()
+                found = look()
+            }
+            return found
         }
     }
 
@@ -95,7 +117,7 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
     }
 
     public func allKeys() throws -> [Document] {
-        lock.withLock { documents }
+        lock.withLock { spans.indices.map(document) }
     }
 
     public func insert(_ keyDocument: Document) throws { try insert(contentsOf: [keyDocument]) }
@@ -134,16 +156,21 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
                 try Self.pwriteAll(fd, Array(Self.header(committed: newLength)[16..<28]), at: 16, path: path)
                 if fsync(fd) != 0 { throw FileError(operation: "fsync", path: path, errno: errno) }
                 if ftruncate(fd, off_t(newLength)) != 0 { throw FileError(operation: "truncate", path: path, errno: errno) }
-                for (info, doc) in zip(newInfos, keyDocuments) { add(info, doc) }
+                var at = storage.count
+                storage += records
+                for (info, doc) in zip(newInfos, keyDocuments) {
+                    add(info, at + 4..<at + 4 + doc.bytes.count)
+                    at += doc.bytes.count + 8
+                }
                 committed = newLength
             }
         }
     }
 
-    private func add(_ info: DataKeyInfo, _ doc: Document) {
-        let i = documents.count
-        documents.append(doc)
-        infos.append(info)
+    private func add(_ info: DataKeyInfo, _ span: Range<Int>) {
+        let i = spans.count
+        spans.append(span)
+        ids.append(info.id)
         byId[info.id] = i
         for n in info.altNames { byAltName[n] = i }
     }
@@ -172,14 +199,30 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
         guard bytes.count == length - start else {
             throw damaged("the file ends at \(start + bytes.count) bytes but \(length) were committed (truncated)")
         }
+        let base = storage.count
+        if storage.isEmpty { storage = bytes } else { storage += bytes }
+        var added = 0
+        var addedNames: [String] = []
+        // On a damaged record, what this read added is taken back: the index stays as it was.
+        var ok = false
+        defer {
+            if !ok {
+                for id in ids.suffix(added) { byId[id] = nil }
+                for n in addedNames { byAltName[n] = nil }
+                spans.removeLast(added)
+                ids.removeLast(added)
+                storage.removeLast(bytes.count)
+            }
+        }
         var offset = 0
         while offset < bytes.count {
-            let n = documents.count
+            let n = spans.count
             guard bytes.count - offset >= 9 else { throw damaged("key \(n) is cut off") }
             let len = Int(Self.readLE(bytes, offset))
             guard len >= 5, len + 8 <= bytes.count - offset else { throw damaged("key \(n) has a bad length") }
             let body = Array(bytes[(offset + 4)..<(offset + 4 + len)])
             guard Self.readLE(bytes, offset + 4 + len) == CRC32.checksum(body) else { throw damaged("key \(n) checksum mismatch") }
+            let span = base + offset + 4..<base + offset + 4 + len
             do {
                 let doc = try Document(bytes: body)
                 let info = try DataKeyInfo(doc)
@@ -187,12 +230,15 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
                 if let dup = info.altNames.first(where: { byAltName[$0] != nil }) {
                     throw FieldCryptoError.invalidKeyDocument("keyAltName \"\(dup)\" appears twice")
                 }
-                add(info, doc)
+                add(info, span)
+                added += 1
+                addedNames += info.altNames
             } catch {
                 throw damaged("key \(n): \(error)")
             }
             offset += len + 8
         }
+        ok = true
         committed = length
     }
 

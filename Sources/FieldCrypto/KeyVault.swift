@@ -15,6 +15,8 @@ public protocol KeyVault: AnyObject {
     func insert(contentsOf keyDocuments: [Document]) throws
     /// Every key document, in insertion order.
     func allKeys() throws -> [Document]
+    /// The ids of the keys with these keyAltNames; names without a key are absent.
+    func keyIds(forAltNames names: [String]) throws -> [String: UUID]
 }
 
 /// A key-vault lookup: libmongocrypt's find filter, parsed. libmongocrypt 1.7 always asks
@@ -135,6 +137,17 @@ public struct DataKeyInfo: Equatable, Sendable {
 extension KeyVault {
     public func insert(contentsOf keyDocuments: [Document]) throws {
         for d in keyDocuments { try insert(d) }
+    }
+
+    public func keyIds(forAltNames names: [String]) throws -> [String: UUID] {
+        guard !names.isEmpty else { return [:] }
+        var out: [String: UUID] = [:]
+        let wanted = Set(names)
+        for key in try keys(matching: KeyVaultQuery(altNames: names)) {
+            let info = try DataKeyInfo(key)
+            for n in info.altNames where wanted.contains(n) { out[n] = info.id }
+        }
+        return out
     }
 }
 

@@ -1,3 +1,4 @@
+import FieldCrypto
 import Foundation
 import Yams
 
@@ -45,7 +46,10 @@ public struct Encryption: Codable, Equatable {
         public var fields: [Field]
     }
 
+    /// A file path, or a mongodb:// URI of the key vault's cluster.
     public var keyVault: String?
+    /// With a URI: the key vault collection (drivers' option name; default encryption.__keyVault).
+    public var keyVaultNamespace: String?
     public var masterKey: MasterKey?
     public var rules: [Rule]?
 
@@ -68,6 +72,13 @@ public struct Encryption: Codable, Equatable {
             // Never fall back to another key silently: a KMIP pipeline must not run on a local key.
             throw fail(["encryption", "masterKey", "provider"], "encryption.masterKey.provider",
                        "the kmip provider is not available in this version yet (issue #4); use local")
+        }
+        if let v = keyVault {
+            do { _ = try KeySource.parse(v, namespace: keyVaultNamespace) } catch {
+                throw fail(["encryption", "keyVault"], "encryption.keyVault", "\(error)")
+            }
+        } else if keyVaultNamespace != nil {
+            throw fail(["encryption", "keyVaultNamespace"], "encryption.keyVaultNamespace", "keyVaultNamespace needs keyVault: mongodb://...")
         }
         if (masterKey?.provider ?? "local") == "local" && rules?.isEmpty == false && masterKey?.local?.keyFile == nil {
             throw fail(["encryption", "masterKey"], "encryption.masterKey.local.keyFile", "the local master key needs a keyFile")

@@ -38,7 +38,7 @@ public struct PipelineFile: Codable, Equatable {
         "archive": ["repo", "compression", "blockSize", "segmentSize"],
         "archive.compression": ["codec", "level"],
         "restore": ["uri", "workers"],
-        "encryption": ["keyVault", "masterKey", "rules"],
+        "encryption": ["keyVault", "keyVaultNamespace", "masterKey", "rules"],
         "encryption.masterKey": ["provider", "local", "kmip"],
         "encryption.masterKey.local": ["keyFile"],
     ]

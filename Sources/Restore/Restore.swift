@@ -148,8 +148,15 @@ public final class RestoreRunner {
     /// bypassed (the source may hold documents its own validator would now reject).
     func insert(_ block: Block, into target: Namespace, client: Client, ordered: Bool) throws {
         let bulk = client.collection(target).bulk(ordered: ordered, bypassValidation: true)
-        try block.forEachRecord { raw in
-            if let doc = try open(raw, namespace: target.description) { try bulk.insert(doc) } else { try bulk.insert(raw: raw) }
+        if let decryptor = options.decryptor {
+            var docs: [Document] = []
+            try block.forEachRecord { raw in docs.append(Document(trusted: Array(raw))) }
+            for (doc, failed) in decryptor.decrypt(batch: docs) {
+                try note(failed, namespace: target.description)
+                try bulk.insert(doc)
+            }
+        } else {
+            try block.forEachRecord { raw in try bulk.insert(raw: raw) }
         }
         do {
             try bulk.execute()
@@ -164,11 +171,14 @@ public final class RestoreRunner {
         let sealed = Document(trusted: Array(raw))
         guard sealed.contains(binarySubtype: 6) else { return nil }  // insert the raw bytes as they are
         let (doc, failed) = decryptor.decrypt(sealed)
-        if !failed.isEmpty {
-            if options.strict { throw RestoreError.undecryptable(namespace: namespace, failure: failed[0]) }
-            failures.add(namespace, failed)
-        }
+        try note(failed, namespace: namespace)
         return doc
+    }
+
+    private func note(_ failed: [DecryptFailure], namespace: String) throws {
+        guard !failed.isEmpty else { return }
+        if options.strict { throw RestoreError.undecryptable(namespace: namespace, failure: failed[0]) }
+        failures.add(namespace, failed)
     }
 
     /// Refuses non-empty targets (unless --drop), then creates collections and views.

@@ -48,9 +48,11 @@ struct BackupCommand: ParsableCommand {
             options.compressionLevel = Int32(settings.compressionLevel)
             options.blockBytes = settings.blockBytes
             options.segmentBytes = settings.segmentBytes
+            let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile)
+            if let vault = keySettings?.excludedNamespace { options.excludedNamespaces.insert(vault) }
             if let rules = file.encryption?.protectionRules(), !rules.isEmpty {
                 // Fail closed: with rules configured, no keys means no backup, never plaintext.
-                guard let keySettings = KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile) else {
+                guard let keySettings else {
                     throw ValidationError("the pipeline has encryption rules but names no key vault and master key")
                 }
                 options.protector = DocumentProtector(rules: rules, engine: try keySettings.openEngine())
@@ -63,7 +65,10 @@ struct BackupCommand: ParsableCommand {
             let manifest = try BackupRunner(options, logger: common.makeLogger("backup")).run()
             progress.finish()
             if common.json {
-                try printJSON(BackupSummaryOutput(manifest))
+                var out = BackupSummaryOutput(manifest)
+                out.encryptedValues = options.protector?.encryptedValues
+                out.keysCreated = options.protector?.keysCreated
+                try printJSON(out)
             } else {
                 print(manifest.id)
             }
@@ -80,6 +85,9 @@ struct BackupSummaryOutput: Encodable {
     var storedBytes: Int64
     var clusterTime: ClusterTimeRange
     var seconds: Double
+    /// With encryption rules: values encrypted, and data keys created on first use.
+    var encryptedValues: Int64?
+    var keysCreated: Int64?
 
     init(_ m: Manifest) {
         id = m.id

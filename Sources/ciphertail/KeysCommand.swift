@@ -7,14 +7,14 @@ import Pipeline
 import Restore
 
 struct KeyOptions: ParsableArguments {
-    @Option(name: .customLong("key-vault"), help: ArgumentHelp("Key vault file (default: encryption.keyVault of the pipeline).", valueName: "file"))
+    @Option(name: .customLong("key-vault"), help: ArgumentHelp("Key vault: a file, or mongodb://HOST/DB.COLL?... for a key vault collection (default: encryption.keyVault of the pipeline).", valueName: "file-or-uri"))
     var keyVault: String?
 
     @Option(name: .customLong("master-key-file"), help: ArgumentHelp("Local master key file, 96 bytes, mode 0600 (default: encryption.masterKey.local.keyFile).", valueName: "file"))
     var masterKeyFile: String?
 
     func settings(_ common: CommonOptions) throws -> KeySettings {
-        guard let s = KeySettings.resolve(try common.loadPipeline().encryption, keyVault: keyVault, masterKeyFile: masterKeyFile) else {
+        guard let s = try KeySettings.resolve(try common.loadPipeline().encryption, keyVault: keyVault, masterKeyFile: masterKeyFile) else {
             throw ValidationError("no key vault: give --key-vault and --master-key-file, or encryption.keyVault and encryption.masterKey.local.keyFile in the pipeline file")
         }
         return s
@@ -94,7 +94,7 @@ struct KeysCommand: ParsableCommand {
                 let s = try keys.settings(common)
                 let created = try s.initialize()
                 if common.json {
-                    try printJSON(["created": created, "keyVault": [s.keyVault], "masterKeyFile": [s.masterKeyFile]])
+                    try printJSON(["created": created, "keyVault": [s.keyVault.description], "masterKeyFile": [s.masterKeyFile]])
                 } else {
                     for c in created { print("created \(c)") }
                     if created.isEmpty { print("key vault \(s.keyVault) and master key \(s.masterKeyFile) already exist") }

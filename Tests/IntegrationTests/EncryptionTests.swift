@@ -14,12 +14,13 @@ final class EncryptionTests: XCTestCase {
     var dir: String!
     var src: String!
     var keySettings: KeySettings!
+    var vaultPath: String { dir + "/keyvault" }
 
     override func setUpWithError() throws {
         dir = TestEnv.temporaryDirectory("enc")
         src = TestEnv.uniqueName("enc_src")
-        keySettings = KeySettings(keyVault: dir + "/keyvault", masterKeyFile: dir + "/master.key")
-        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", keySettings.keyVault, "--master-key-file", keySettings.masterKeyFile]).status, 0)
+        keySettings = KeySettings(keyVault: .file(dir + "/keyvault"), masterKeyFile: dir + "/master.key")
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", vaultPath, "--master-key-file", keySettings.masterKeyFile]).status, 0)
     }
 
     override func tearDown() { dropDatabases(src, src + "_plain", src + "_sealed", src + "_other") }
@@ -33,7 +34,7 @@ final class EncryptionTests: XCTestCase {
         archive:
           repo: \(repo)
         encryption:
-          keyVault: \(vault ?? keySettings.keyVault)
+          keyVault: \(vault ?? vaultPath)
           masterKey:
             provider: local
             local: {keyFile: \(masterKey ?? keySettings.masterKeyFile)}
@@ -329,5 +330,70 @@ final class FindTests: XCTestCase {
             XCTAssertEqual(unknown.status, 0)
             XCTAssertEqual(unknown.stdout, "")
         }
+    }
+}
+
+/// The key vault as a MongoDB collection (drivers' layout), inside the very database being
+/// backed up: it is left out of the archive and its writes out of the captured events; keys
+/// created by the backup are found by the restore and by a plain driver-style find.
+final class CollectionKeyVaultTests: XCTestCase {
+    func testBackupAndRestoreWithTheKeysInACollectionThatIsNeverArchived() throws {
+        let dir = TestEnv.temporaryDirectory("kvcoll")
+        let src = TestEnv.uniqueName("kvc_src")
+        defer { dropDatabases(src, src + "_plain") }
+        let client = try TestEnv.client()
+        try insert(client, Namespace(database: src, collection: "users"), (0..<30).map { i in
+            Document(["_id": .int32(Int32(i)), "userId": .string("u\(i % 7)"), "ssn": .string("CANARYSSN\(i)")])
+        })
+        let vaultNS = Namespace(database: src, collection: "vault")
+        let pipe = dir + "/pipeline.yaml"
+        try Data("""
+        source: {uri: "\(TestEnv.uri)", namespaces: [\(src).*]}
+        archive: {repo: \(dir)/repo}
+        encryption:
+          keyVault: "\(TestEnv.uri)"
+          keyVaultNamespace: \(vaultNS)
+          masterKey: {provider: local, local: {keyFile: \(dir)/master.key}}
+          rules:
+            - namespace: \(src).users
+              subject: userId
+              fields: [{path: ssn, algorithm: deterministic}]
+        """.utf8).write(to: URL(fileURLWithPath: pipe))
+
+        let initRun = TestEnv.ciphertail(["keys", "init", "--pipeline", pipe, "--json"])
+        XCTAssertEqual(initRun.status, 0, initRun.stderr)
+        let indexes = try client.collection(vaultNS).listIndexes()
+        let altIndex = try XCTUnwrap(indexes.first { $0["name"] == .string(CollectionKeyVault.keyAltNamesIndex) })
+        XCTAssertEqual(altIndex["unique"], BSONValue.bool(true), "keyAltNames are unique, as the drivers require")
+        XCTAssertEqual(try client.collection(vaultNS).countDocuments(), 1, "keys init made the subject-hash key")
+
+        let backup = TestEnv.ciphertail(["backup", "--pipeline", pipe, "--json"])
+        XCTAssertEqual(backup.status, 0, backup.stderr)
+        XCTAssertEqual(try client.collection(vaultNS).countDocuments(), 8, "one key per subject (7) and the subject-hash key")
+        let manifest = try Repository(path: dir + "/repo").latest()
+        XCTAssertEqual(manifest.namespaces.map(\.namespace), ["\(src).users"], "the key vault collection is not archived")
+        XCTAssertEqual(manifest.events.count, 0, "the backup wrote keys while capturing, but none of those writes is an event")
+
+        // Every key is a CSFLE key document a driver can use, wrapped by the local master key.
+        for k in try client.collection(vaultNS).find().all() {
+            let info = try DataKeyInfo(k)
+            XCTAssertEqual(info.provider, "local")
+            XCTAssertEqual(info.altNames.count, 1)
+        }
+        // Two keys cannot share a name: the unique index refuses the second.
+        let vault = try CollectionKeyVault(connection: TestEnv.connection, namespace: vaultNS)
+        let engine = try MongoCryptEngine(localMasterKey: try LocalMasterKey.load(from: dir + "/master.key"), keyVault: vault)
+        try engine.createDataKey(keyAltNames: ["twice"])
+        guard case .invalidKeyDocument? = try? { () throws -> FieldCryptoError? in
+            do { try engine.createDataKey(keyAltNames: ["twice"]); return nil } catch let e as FieldCryptoError { return e }
+        }() else { return XCTFail("a second key named twice was accepted") }
+        XCTAssertEqual(try vault.keyIds(forAltNames: ["twice", "absent"]).keys.sorted(), ["twice"])
+
+        let restore = TestEnv.ciphertail(["restore", "--pipeline", pipe, "--ns-from", "\(src).*", "--ns-to", "\(src)_plain.*", "--json"])
+        XCTAssertEqual(restore.status, 0, restore.stderr)
+        let restored = try TestEnv.documents(client, Namespace(database: src + "_plain", collection: "users"))
+        XCTAssertEqual(restored.count, 30)
+        XCTAssertEqual(restored.first { $0["_id"] == .int32(4) }?["ssn"], "CANARYSSN4")
+        XCTAssertNil(try? TestEnv.documents(client, Namespace(database: src + "_plain", collection: "vault")).first)
     }
 }
