@@ -46,6 +46,8 @@ let package = Package(
         .target(name: "Restore", dependencies: [
             "BSON", "Mongo", "Archive", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
         ]),
+        // KMIP 1.x messages (TTLV codec, requests, responses); pure Swift, no networking.
+        .target(name: "KMIP"),
 
         // Thin CLI and the benchmark.
         .executableTarget(name: "ciphertail", dependencies: [
@@ -64,6 +66,7 @@ let package = Package(
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
         .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL", "Digest", "Mongo"]),
+        .testTarget(name: "KMIPTests", dependencies: ["KMIP"]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto", "Durable",
             .product(name: "Logging", package: "swift-log"),
