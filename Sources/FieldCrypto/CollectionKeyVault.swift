@@ -128,6 +128,34 @@ public final class CollectionKeyVault: KeyVault, @unchecked Sendable {
     public func allKeys() throws -> [Document] {
         try find(Document())
     }
+
+    /// Replaces each key by `_id` (majority, journaled). Not atomic across keys: a rotation
+    /// that stops half way leaves keys under both master keys, each still readable, and is
+    /// finished by running it again.
+    public func replace(_ keyDocuments: [Document]) throws {
+        for d in keyDocuments { _ = try DataKeyInfo(d) }
+        for start in stride(from: 0, to: keyDocuments.count, by: 10_000) {
+            let part = keyDocuments[start..<min(start + 10_000, keyDocuments.count)]
+            let reply = try run("replace keys") { client in
+                try client.runCommand([
+                    "update": .string(namespace.collection),
+                    "updates": .array(part.map { ["q": ["_id": $0["_id"]!], "u": .document($0)] }),
+                    "ordered": true,
+                    "writeConcern": ["w": "majority", "j": true],
+                ], database: namespace.database)
+            }
+            if let first = reply["writeErrors"]?.arrayValue?.first?.documentValue {
+                throw FieldCryptoError.keyVault(path: location, problem: "replace refused: \(first["errmsg"]?.stringValue ?? "")")
+            }
+            if let wce = reply["writeConcernError"]?.documentValue {
+                throw FieldCryptoError.keyVault(path: location, problem: "replace not acknowledged by a majority: \(wce["errmsg"]?.stringValue ?? "")")
+            }
+            let matched: Int64 = switch reply["n"] { case .int32(let n)?: Int64(n); case .int64(let n)?: n; default: -1 }
+            guard matched == Int64(part.count) else {
+                throw FieldCryptoError.keyVault(path: location, problem: "replaced \(matched) of \(part.count) keys: some ids are not in the vault")
+            }
+        }
+    }
 }
 
 extension KeySource {

@@ -26,12 +26,16 @@ public final class LenientDecryptor: @unchecked Sendable {
         return (out, failures)
     }
 
-    /// Decrypts many documents with as few libmongocrypt contexts as possible: those holding
-    /// ciphertext are wrapped, up to `batchBytes`, as the fields of one document that
+    /// Decrypts many documents with few libmongocrypt contexts: those holding ciphertext are
+    /// wrapped, up to `batchDocuments` and `batchBytes`, as the fields of one document that
     /// libmongocrypt decrypts in one go (one key lookup for the whole batch). A batch with
     /// any value that fails falls back to `decrypt(_:)` document by document, so failures
     /// are found and reported exactly as there.
-    public func decrypt(batch docs: [Document], batchBytes: Int = 4 << 20) -> [(Document, [DecryptFailure])] {
+    ///
+    /// libmongocrypt 1.7 matches every value's key against the batch's keys by a linear
+    /// search, so a batch of many documents with a key each costs quadratically: batches
+    /// stay small.
+    public func decrypt(batch docs: [Document], batchDocuments: Int = 64, batchBytes: Int = 4 << 20) -> [(Document, [DecryptFailure])] {
         var out: [(Document, [DecryptFailure])] = docs.map { ($0, []) }
         var pending: [Int] = []
         var bytes = 0
@@ -57,7 +61,7 @@ public final class LenientDecryptor: @unchecked Sendable {
             }
         }
         for (i, d) in docs.enumerated() where d.contains(binarySubtype: 6) {
-            if bytes + d.count > batchBytes { flush() }
+            if bytes + d.count > batchBytes || pending.count >= batchDocuments { flush() }
             pending.append(i)
             bytes += d.count
         }

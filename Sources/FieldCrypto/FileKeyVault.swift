@@ -167,6 +167,47 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
         }
     }
 
+    /// Rewrites the whole file with these keys in place of the ones with the same ids, then
+    /// switches to it atomically (temporary file, fsync, rename, fsync the folder): a crash
+    /// leaves either the old vault or the new one, never a mix.
+    public func replace(_ keyDocuments: [Document]) throws {
+        let newInfos = try keyDocuments.map(DataKeyInfo.init)
+        try lock.withLock {
+            try withFolderLock {
+                try refreshLocked()
+                var replacement: [Int: Document] = [:]
+                for (info, doc) in zip(newInfos, keyDocuments) {
+                    guard let i = byId[info.id] else {
+                        throw FieldCryptoError.invalidKeyDocument("no key with id \(info.id.keyIdString) to replace")
+                    }
+                    let old = try DataKeyInfo(document(i))
+                    guard old.altNames == info.altNames else {
+                        throw FieldCryptoError.invalidKeyDocument("key \(info.id.keyIdString): a replacement must keep the keyAltNames")
+                    }
+                    replacement[i] = doc
+                }
+                var records: [UInt8] = []
+                for i in spans.indices {
+                    let d = replacement[i]?.bytes ?? Array(storage[spans[i]])
+                    Self.appendLE(&records, UInt32(d.count))
+                    records += d
+                    Self.appendLE(&records, CRC32.checksum(d))
+                }
+                guard Self.headerSize + records.count <= Self.maxFileSize else {
+                    throw FieldCryptoError.keyVault(path: path, problem: "full: \(Self.maxFileSize) bytes")
+                }
+                try Durable.writeFile(Self.header(committed: Self.headerSize + records.count) + records, to: path, mode: 0o600)
+                storage = []
+                spans = []
+                ids = []
+                byId = [:]
+                byAltName = [:]
+                committed = 0
+                try refreshLocked()
+            }
+        }
+    }
+
     private func add(_ info: DataKeyInfo, _ span: Range<Int>) {
         let i = spans.count
         spans.append(span)

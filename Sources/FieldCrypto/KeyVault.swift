@@ -17,6 +17,9 @@ public protocol KeyVault: AnyObject {
     func allKeys() throws -> [Document]
     /// The ids of the keys with these keyAltNames; names without a key are absent.
     func keyIds(forAltNames names: [String]) throws -> [String: UUID]
+    /// Replaces stored keys by new versions of themselves (same `_id`; master key rotation
+    /// rewraps keyMaterial). Every id must exist. All at once where the store allows.
+    func replace(_ keyDocuments: [Document]) throws
 }
 
 /// A key-vault lookup: libmongocrypt's find filter, parsed. libmongocrypt 1.7 always asks
@@ -173,6 +176,20 @@ public final class InMemoryKeyVault: KeyVault, @unchecked Sendable {
     }
 
     public func allKeys() throws -> [Document] { lock.withLock { keys.map(\.document) } }
+
+    public func replace(_ keyDocuments: [Document]) throws {
+        let infos = try keyDocuments.map(DataKeyInfo.init)
+        try lock.withLock {
+            var next = keys
+            for (info, doc) in zip(infos, keyDocuments) {
+                guard let i = next.firstIndex(where: { $0.info.id == info.id }) else {
+                    throw FieldCryptoError.invalidKeyDocument("no key with id \(info.id.keyIdString) to replace")
+                }
+                next[i] = (info, doc)
+            }
+            keys = next
+        }
+    }
 }
 
 enum KeyVaultRules {

@@ -153,6 +153,39 @@ public final class MongoCryptEngine: @unchecked Sendable {
         return Document(trusted: try ctx.run())
     }
 
+    /// Rewraps every data key of the vault under `masterKey` (a masterKey document: provider
+    /// and its fields) and stores the new versions with `KeyVault.replace`, all at once where
+    /// the vault allows. The data keys themselves, and so every ciphertext, stay the same.
+    /// Returns how many keys were rewrapped.
+    @discardableResult
+    public func rewrapAllDataKeys(to masterKey: Document) throws -> Int {
+        let op = "rewrap data keys"
+        let ctx = try CryptContext(self, operation: op)
+        ctx.feedAllKeys = true
+        try ctx.check(CBinary.with(masterKey.bytes) { mongocrypt_ctx_setopt_key_encryption_key(ctx.ctx, $0) })
+        try ctx.check(CBinary.with(Document().bytes) { mongocrypt_ctx_rewrap_many_datakey_init(ctx.ctx, $0) })
+        let result = Document(trusted: try ctx.run())
+        guard case .array(let items)? = result["v"] else {
+            throw FieldCryptoError.unexpectedState(operation: op, state: "result without a \"v\" array")
+        }
+        var byId: [UUID: Document] = [:]
+        for case .document(let d) in items {
+            guard case .binary(4, let b)? = d["_id"], let id = UUID(keyIdBytes: b) else { continue }
+            byId[id] = d
+        }
+        let now = BSONValue.datetime(Int64(Date().timeIntervalSince1970 * 1000))
+        var updated: [Document] = []
+        for key in try keyVault.allKeys() {
+            let info = try DataKeyInfo(key)
+            guard let fresh = byId[info.id], let material = fresh["keyMaterial"], let mk = fresh["masterKey"] else {
+                throw FieldCryptoError.unexpectedState(operation: op, state: "key \(info.id.keyIdString) was not rewrapped")
+            }
+            updated.append(key.setting("keyMaterial", material).setting("masterKey", mk).setting("updateDate", now))
+        }
+        try keyVault.replace(updated)
+        return updated.count
+    }
+
     /// Explicit encryption of one value. Returns BSON binary subtype 6 in the CSFLE
     /// format: byte 0 is 1 (deterministic) or 2 (random), bytes 1...16 the data key's
     /// UUID, byte 17 the original BSON type, then IV, AES-256-CBC ciphertext and HMAC-SHA-512/256.
@@ -221,6 +254,8 @@ final class CryptContext {
     var markingsReply: [UInt8]?
     /// When set, every state the context is found in, in order (tests).
     var observedStates: [String]?
+    /// Rewrapping: libmongocrypt's filter is `{}`, answered with every key of the vault.
+    var feedAllKeys = false
 
     init(_ engine: MongoCryptEngine, operation: String) throws {
         let handle = engine.currentHandle()
@@ -310,16 +345,18 @@ final class CryptContext {
         let filterBin = mongocrypt_binary_new()!
         defer { mongocrypt_binary_destroy(filterBin) }
         try check(mongocrypt_ctx_mongo_op(ctx, filterBin))
-        let query = try KeyVaultQuery(filter: Document(trusted: CBinary.copy(filterBin)))
+        let filter = Document(trusted: CBinary.copy(filterBin))
+        let everything = feedAllKeys && filter.keys.isEmpty
+        let query = everything ? KeyVaultQuery() : try KeyVaultQuery(filter: filter)
 
         var fed: [DataKeyInfo] = []
         var fedIds = Set<UUID>()
         defer { engine.noteKeysFed(fed.count) }
-        for key in try engine.keyVault.keys(matching: query) {
+        for key in try everything ? engine.keyVault.allKeys() : engine.keyVault.keys(matching: query) {
             let info = try DataKeyInfo(key)
             // A vault that answers loosely must not make libmongocrypt fail with
             // "unexpected key returned" or "duplicate keyAltNames or _id".
-            guard query.matches(info), fedIds.insert(info.id).inserted else { continue }
+            guard everything || query.matches(info), fedIds.insert(info.id).inserted else { continue }
             let ok = CBinary.with(key.bytes) { mongocrypt_ctx_mongo_feed(ctx, $0) }
             if !ok {
                 let status = LibStatus.read { _ = mongocrypt_ctx_status(ctx, $0) }

@@ -8,8 +8,30 @@ public struct Encryption: Codable, Equatable {
         public struct Local: Codable, Equatable {
             public var keyFile: String?
         }
+        /// A KMIP key manager, with the option names of Percona Server for MongoDB.
+        public struct KMIP: Codable, Equatable {
+            /// Comma-separated host names, tried in this order.
+            public var serverName: String?
+            public var port: Int?
+            public var serverCAFile: String?
+            /// PEM with the client's private key and certificate chain.
+            public var clientCertificateFile: String?
+            /// The key's password, never in this file itself: a file holding it, or the name of
+            /// an environment variable holding it.
+            public var clientCertificatePasswordFile: String?
+            public var clientCertificatePasswordEnv: String?
+            /// The master key on the server. Empty: `keys init` creates one and the key vault
+            /// records it (every data key's masterKey.keyId).
+            public var keyIdentifier: String?
+            public var rotateMasterKey: Bool?
+            public var connectRetries: Int?
+            public var connectTimeoutMS: Int?
+            /// How often a running pipeline checks that the master key is still Active (0: never).
+            public var keyStatePollingSeconds: Int?
+        }
         public var provider: String?
         public var local: Local?
+        public var kmip: KMIP?
     }
 
     public enum Algorithm: String, Codable, Equatable {
@@ -70,8 +92,23 @@ public struct Encryption: Codable, Equatable {
         }
         if masterKey?.provider == "kmip" {
             // Never fall back to another key silently: a KMIP pipeline must not run on a local key.
-            throw fail(["encryption", "masterKey", "provider"], "encryption.masterKey.provider",
-                       "the kmip provider is not available in this version yet (issue #4); use local")
+            guard let k = masterKey?.kmip else {
+                throw fail(["encryption", "masterKey"], "encryption.masterKey.kmip", "provider kmip needs a kmip: section")
+            }
+            let at = ["encryption", "masterKey", "kmip"]
+            func bad(_ key: String, _ reason: String) -> PipelineError { fail(at + [key], "encryption.masterKey.kmip.\(key)", reason) }
+            let servers = (k.serverName ?? "").split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            if servers.isEmpty || servers.contains(where: \.isEmpty) { throw bad("serverName", "give one or more host names, comma-separated") }
+            if let p = k.port, !(1...65535).contains(p) { throw bad("port", "\(p) is not a TCP port") }
+            if k.clientCertificateFile?.isEmpty ?? true { throw bad("clientCertificateFile", "KMIP needs a client certificate (PEM with key and chain)") }
+            if k.clientCertificatePasswordFile != nil && k.clientCertificatePasswordEnv != nil {
+                throw bad("clientCertificatePasswordFile", "give the password in a file or in an environment variable, not both")
+            }
+            if let r = k.connectRetries, r < 0 { throw bad("connectRetries", "\(r) is negative") }
+            if let t = k.connectTimeoutMS, t < 1000 { throw bad("connectTimeoutMS", "\(t) is below the minimum of 1000") }
+            if let s = k.keyStatePollingSeconds, s < 0 { throw bad("keyStatePollingSeconds", "\(s) is negative") }
+        } else if masterKey?.kmip != nil {
+            throw fail(["encryption", "masterKey", "kmip"], "encryption.masterKey.kmip", "a kmip: section needs provider: kmip")
         }
         if let v = keyVault {
             do { _ = try KeySource.parse(v, namespace: keyVaultNamespace) } catch {

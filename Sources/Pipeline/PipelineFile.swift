@@ -41,6 +41,11 @@ public struct PipelineFile: Codable, Equatable {
         "encryption": ["keyVault", "keyVaultNamespace", "masterKey", "rules"],
         "encryption.masterKey": ["provider", "local", "kmip"],
         "encryption.masterKey.local": ["keyFile"],
+        "encryption.masterKey.kmip": [
+            "serverName", "port", "serverCAFile", "clientCertificateFile", "clientCertificatePasswordFile",
+            "clientCertificatePasswordEnv", "keyIdentifier", "rotateMasterKey", "connectRetries", "connectTimeoutMS",
+            "keyStatePollingSeconds",
+        ],
     ]
     /// Keys allowed in each element of a list (checked per element).
     static let allowedListKeys: [String: Set<String>] = [

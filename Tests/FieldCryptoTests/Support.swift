@@ -48,6 +48,7 @@ final class RecordingKeyVault: KeyVault, @unchecked Sendable {
     }
     func insert(_ keyDocument: Document) throws { try inner.insert(keyDocument) }
     func allKeys() throws -> [Document] { try inner.allKeys() }
+    func replace(_ keyDocuments: [Document]) throws { try inner.replace(keyDocuments) }
 }
 
 extension BSONValue {

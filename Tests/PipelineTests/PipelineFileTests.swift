@@ -108,10 +108,44 @@ final class ShippedPipelinesTests: XCTestCase {
         XCTAssertEqual(enc.encryption?.protectionRules().count, 2)
     }
 
-    func testKmipIsRefusedUntilItExists() {
-        let yaml = "encryption:\n  keyVault: /k\n  masterKey:\n    provider: kmip\n"
-        XCTAssertThrowsError(try PipelineFile.parse(yaml, file: "p.yaml")) { e in
-            XCTAssertTrue("\(e)".contains("kmip provider is not available"), "\(e)")
+    func testKmipSectionTakesPerconaNamesAndRefusesBadValues() throws {
+        let good = """
+        encryption:
+          keyVault: /k
+          masterKey:
+            provider: kmip
+            kmip:
+              serverName: kmip1.example, kmip2.example
+              port: 5696
+              serverCAFile: /etc/ct/ca.pem
+              clientCertificateFile: /etc/ct/client.pem
+              clientCertificatePasswordFile: /etc/ct/client.pass
+              keyIdentifier: ""
+              rotateMasterKey: false
+              connectRetries: 2
+              connectTimeoutMS: 1000
+              keyStatePollingSeconds: 60
+        """
+        let k = try XCTUnwrap(try PipelineFile.parse(good, file: "p.yaml").encryption?.masterKey?.kmip)
+        XCTAssertEqual(k.serverName, "kmip1.example, kmip2.example")
+        XCTAssertEqual(k.connectRetries, 2)
+        let cases: [(String, String, String)] = [
+            ("connectTimeoutMS: 1000", "connectTimeoutMS: 999", "below the minimum of 1000"),
+            ("connectRetries: 2", "connectRetries: -1", "negative"),
+            ("serverName: kmip1.example, kmip2.example", "serverName: a,,b", "host names"),
+            ("port: 5696", "port: 70000", "not a TCP port"),
+            ("clientCertificateFile: /etc/ct/client.pem", "clientCertificateFile: ''", "client certificate"),
+            ("clientCertificatePasswordFile: /etc/ct/client.pass", "clientCertificatePasswordFile: /f\n      clientCertificatePasswordEnv: V", "not both"),
+            ("clientCertificatePasswordFile: /etc/ct/client.pass", "clientCertificatePassword: hunter2", "unknown field"),
+        ]
+        for (from, to, message) in cases {
+            XCTAssertThrowsError(try PipelineFile.parse(good.replacingOccurrences(of: from, with: to), file: "p.yaml"), to) { e in
+                XCTAssertTrue("\(e)".contains(message), "\(to): \(e)")
+                XCTAssertFalse("\(e)".contains("hunter2"), "a password never appears in an error")
+            }
+        }
+        XCTAssertThrowsError(try PipelineFile.parse("encryption:\n  keyVault: /k\n  masterKey:\n    provider: kmip\n", file: "p.yaml")) { e in
+            XCTAssertTrue("\(e)".contains("needs a kmip: section"), "\(e)")
         }
     }
 }
