@@ -34,12 +34,17 @@ let package = Package(
         .target(name: "Mongo", dependencies: ["BSON", "CMongoC", "CBSON"]),
         .target(name: "Zstd", dependencies: ["CZstd"]),
         .target(name: "Digest", dependencies: ["COpenSSL"]),
-        .target(name: "FieldCrypto", dependencies: ["BSON", "CMongoCrypt", "CBSON", "Durable", "Digest", "Mongo"]),
+        .target(name: "FieldCrypto", dependencies: [
+            "BSON", "CMongoCrypt", "CBSON", "Durable", "Digest", "Mongo", "KMIP", "KMIPClient",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
 
         // Domain modules.
         .target(name: "Durable"),
         .target(name: "Archive", dependencies: ["BSON", "Zstd", "Digest", "Durable"]),
-        .target(name: "Pipeline", dependencies: ["Yams", "FieldCrypto"]),
+        .target(name: "Pipeline", dependencies: [
+            "Yams", "FieldCrypto", "KMIPClient", "Mongo", .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "Capture", dependencies: [
             "BSON", "Mongo", "Archive", "Digest", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
         ]),

@@ -22,6 +22,13 @@ public protocol KMSProvider: AnyObject {
     func masterKeyDocument() -> Document
     /// Answers one KMS request of the NEED_KMS state. Throwing aborts the operation.
     func exchange(_ request: KMSRequest) throws
+    /// Throws when the provider must not be used any more (its master key was withdrawn):
+    /// checked before every libmongocrypt operation, so cached data keys stop working too.
+    func checkUsable() throws
+}
+
+extension KMSProvider {
+    public func checkUsable() throws {}
 }
 
 /// One KMS request of libmongocrypt (a `mongocrypt_kms_ctx_t`). Valid only during the

@@ -258,6 +258,7 @@ final class CryptContext {
     var feedAllKeys = false
 
     init(_ engine: MongoCryptEngine, operation: String) throws {
+        for p in engine.providers.values { try p.checkUsable() }
         let handle = engine.currentHandle()
         guard let ctx = mongocrypt_ctx_new(handle.crypt) else {
             throw FieldCryptoError.unexpectedState(operation: operation, state: "mongocrypt_ctx_new failed")

@@ -10,6 +10,7 @@ public struct Encryption: Codable, Equatable {
         }
         /// A KMIP key manager, with the option names of Percona Server for MongoDB.
         public struct KMIP: Codable, Equatable {
+            public init() {}
             /// Comma-separated host names, tried in this order.
             public var serverName: String?
             public var port: Int?
