@@ -35,6 +35,8 @@ let package = Package(
         .target(name: "Zstd", dependencies: ["CZstd"]),
         .target(name: "Digest", dependencies: ["COpenSSL"]),
         .target(name: "FieldCrypto", dependencies: ["BSON", "CMongoCrypt", "CBSON", "Durable", "Digest"]),
+        // KMIP over mutual TLS (OpenSSL): options, connections with failover, message framing.
+        .target(name: "KMIPClient", dependencies: ["COpenSSL", .product(name: "Logging", package: "swift-log")]),
 
         // Domain modules.
         .target(name: "Durable"),
@@ -64,6 +66,10 @@ let package = Package(
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
         .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL"]),
+        // Against real PyKMIP servers (ops/kmip.sh) and misbehaving ones (Tests/interop/kmip_test_server.py).
+        .testTarget(name: "KMIPClientTests", dependencies: [
+            "KMIPClient", "TestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto", "Durable",
             .product(name: "Logging", package: "swift-log"),
