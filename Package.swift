@@ -38,6 +38,9 @@ let package = Package(
             "BSON", "CMongoCrypt", "CBSON", "Durable", "Digest", "Mongo", "KMIP", "KMIPClient",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // KMIP over mutual TLS (OpenSSL): options, connections with failover, message framing,
+        // and the operations on top of the codec.
+        .target(name: "KMIPClient", dependencies: ["COpenSSL", "KMIP", .product(name: "Logging", package: "swift-log")]),
 
         // Domain modules.
         .target(name: "Durable"),
@@ -72,6 +75,10 @@ let package = Package(
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
         .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL", "Digest", "Mongo"]),
         .testTarget(name: "KMIPTests", dependencies: ["KMIP"]),
+        // Against real PyKMIP servers (ops/kmip.sh) and misbehaving ones (Tests/interop/kmip_test_server.py).
+        .testTarget(name: "KMIPClientTests", dependencies: [
+            "KMIPClient", "KMIP", "TestSupport", .product(name: "Logging", package: "swift-log"),
+        ]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto", "Durable",
             .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what is missing, builds, starts a
-# throwaway mongod replica set for the tests, runs `swift test`, stops the mongod.
+# throwaway mongod replica set and two PyKMIP servers for the tests, runs `swift test`,
+# stops them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -8,5 +9,10 @@ ops/setup.sh
 swift build -q --build-tests
 export CIPHERTAIL_TEST_URI="$(ops/mongod.sh start ct-test 27117)"
 export CIPHERTAIL_TEST_STANDALONE_PORT=27118
-trap 'ops/mongod.sh stop ct-test; ops/mongod.sh stop ct-standalone' EXIT
+trap 'ops/mongod.sh stop ct-test; ops/mongod.sh stop ct-standalone; ops/kmip.sh stop ct-kmip-a; ops/kmip.sh stop ct-kmip-b' EXIT
+# Two PyKMIP servers for KMIPClientTests (failover needs two).
+ops/kmip.sh start ct-kmip-a 55696 >/dev/null
+ops/kmip.sh start ct-kmip-b 55697 >/dev/null
+export CIPHERTAIL_TEST_KMIP_DIR="$(ops/kmip.sh dir)"
+export CIPHERTAIL_TEST_KMIP_PORTS=55696,55697
 swift test --skip-build --disable-swift-testing "$@"
