@@ -91,6 +91,9 @@ public final class MongoCryptEngine: @unchecked Sendable {
         return handle
     }
 
+    /// The configured provider with this libmongocrypt name ("local", "kmip").
+    public func provider(named name: String) -> (any KMSProvider)? { providers[name] }
+
     /// The `mongocrypt_t` for a new context.
     func currentHandle() -> CryptHandle { handleLock.withLock { handle } }
 

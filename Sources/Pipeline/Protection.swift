@@ -43,6 +43,14 @@ public struct KeySettings {
     /// The key vault collection when it is one: backups leave it out.
     public var excludedNamespace: Namespace? { keyVault.collectionNamespace }
 
+    /// The master key, for messages: the local file, or the KMIP servers and key.
+    public var masterKeyDescription: String {
+        switch masterKey {
+        case .local(let f): return f
+        case .kmip(let o, _): return "KMIP \(o.serverName)" + (o.keyIdentifier.map { " key \($0)" } ?? "")
+        }
+    }
+
     /// The local key file, when the master key is local.
     public var masterKeyFile: String? {
         if case .local(let f) = masterKey { return f }
@@ -69,7 +77,7 @@ public struct KeySettings {
             }
         }
         if let probe = try vault.keys(matching: KeyVaultQuery(altNames: [DocumentProtector.subjectHashKeyName])).first ?? vault.allKeys().first {
-            _ = try engine.decryptProbe(keyId: try DataKeyInfo(probe).id)
+            _ = try engine.encrypt(.string("probe"), keyId: try DataKeyInfo(probe).id, algorithm: .random)
         }
         return engine
     }

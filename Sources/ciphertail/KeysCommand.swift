@@ -13,11 +13,54 @@ struct KeyOptions: ParsableArguments {
     @Option(name: .customLong("master-key-file"), help: ArgumentHelp("Local master key file, 96 bytes, mode 0600 (default: encryption.masterKey.local.keyFile).", valueName: "file"))
     var masterKeyFile: String?
 
+    @OptionGroup(title: "KMIP master key (Percona Server for MongoDB's names; override encryption.masterKey.kmip)")
+    var kmip: KMIPFlags
+
     func settings(_ common: CommonOptions) throws -> KeySettings {
-        guard let s = try KeySettings.resolve(try common.loadPipeline().encryption, keyVault: keyVault, masterKeyFile: masterKeyFile) else {
-            throw ValidationError("no key vault: give --key-vault and --master-key-file, or encryption.keyVault and encryption.masterKey.local.keyFile in the pipeline file")
+        guard let s = try KeySettings.resolve(try common.loadPipeline().encryption, keyVault: keyVault, masterKeyFile: masterKeyFile,
+                                              kmip: kmip.section) else {
+            throw ValidationError("no key vault: give --key-vault with --master-key-file or --kmip-server-name, or encryption.keyVault and encryption.masterKey in the pipeline file")
         }
         return s
+    }
+}
+
+/// The KMIP options as flags. The password is never a flag (argv is visible to every user
+/// of the machine): a file or an environment variable holds it.
+struct KMIPFlags: ParsableArguments {
+    @Option(name: .customLong("kmip-server-name"), help: ArgumentHelp("KMIP servers, comma-separated, tried in order.", valueName: "hosts"))
+    var serverName: String?
+    @Option(name: .customLong("kmip-port"), help: "KMIP port (default 5696).")
+    var port: Int?
+    @Option(name: .customLong("kmip-server-ca-file"), help: ArgumentHelp("CA of the KMIP server certificate (default: the system store).", valueName: "file"))
+    var serverCAFile: String?
+    @Option(name: .customLong("kmip-client-certificate-file"), help: ArgumentHelp("PEM with the client key and certificate chain.", valueName: "file"))
+    var clientCertificateFile: String?
+    @Option(name: .customLong("kmip-client-certificate-password-file"), help: ArgumentHelp("File holding the client key's password (mode 0600).", valueName: "file"))
+    var passwordFile: String?
+    @Option(name: .customLong("kmip-client-certificate-password-env"), help: ArgumentHelp("Environment variable holding the client key's password.", valueName: "name"))
+    var passwordEnv: String?
+    @Option(name: .customLong("kmip-key-identifier"), help: ArgumentHelp("The master key's KMIP id (default: the one the key vault uses; keys init creates one).", valueName: "id"))
+    var keyIdentifier: String?
+    @Option(name: .customLong("kmip-connect-retries"), help: "Extra rounds over the servers (default 0).")
+    var connectRetries: Int?
+    @Option(name: .customLong("kmip-connect-timeout-ms"), help: "Per attempt, at least 1000 (default 5000).")
+    var connectTimeoutMS: Int?
+
+    var section: Encryption.MasterKey.KMIP? {
+        let given: [Any?] = [serverName, port, serverCAFile, clientCertificateFile, passwordFile, passwordEnv, keyIdentifier, connectRetries, connectTimeoutMS]
+        guard given.contains(where: { $0 != nil }) else { return nil }
+        var k = Encryption.MasterKey.KMIP()
+        k.serverName = serverName
+        k.port = port
+        k.serverCAFile = serverCAFile
+        k.clientCertificateFile = clientCertificateFile
+        k.clientCertificatePasswordFile = passwordFile
+        k.clientCertificatePasswordEnv = passwordEnv
+        k.keyIdentifier = keyIdentifier
+        k.connectRetries = connectRetries
+        k.connectTimeoutMS = connectTimeoutMS
+        return k
     }
 }
 
@@ -45,7 +88,42 @@ struct KeysCommand: ParsableCommand {
           ciphertail keys create --pipeline pipelines/encrypted-backup.yaml --alt-name billing
           ciphertail keys list   --pipeline pipelines/encrypted-backup.yaml --json
         """,
-        subcommands: [Init.self, Create.self, List.self, Show.self, Export.self, Import.self])
+        subcommands: [Init.self, Create.self, List.self, Show.self, Export.self, Import.self, RotateMaster.self])
+
+    struct RotateMaster: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rotate-master",
+            abstract: "Rewrap every data key under a new KMIP master key.",
+            discussion: """
+            Creates a new master key on the KMIP server (or takes --to-key-id, which must be an Active \
+            96-byte Secret Data object), rewraps every data key under it with libmongocrypt, and \
+            switches the key vault atomically (a file vault is rewritten and renamed; a collection \
+            is updated key by key, and a rotation cut short is finished by running it again). The \
+            data keys themselves do not change, so no archive is rewritten and every old backup \
+            stays restorable. --revoke-old then revokes the old master key (reason Superseded).
+
+              ciphertail keys rotate-master --pipeline pipelines/kmip-backup.yaml
+              ciphertail keys rotate-master --pipeline pipelines/kmip-backup.yaml --to-key-id 42 --revoke-old --json
+            """)
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var keys: KeyOptions
+        @Option(name: .customLong("to-key-id"), help: ArgumentHelp("An existing master key to rotate to (default: create one).", valueName: "id"))
+        var toKeyId: String?
+        @Flag(name: .customLong("revoke-old"), help: "Revoke the old master key afterwards.")
+        var revokeOld = false
+
+        func run() throws {
+            try runReportingErrors {
+                let r = try keys.settings(common).rotateMasterKey(toKeyId: toKeyId, revokeOld: revokeOld)
+                if common.json {
+                    try printJSON(["oldKeyIdentifier": r.oldKeyIdentifier, "newKeyIdentifier": r.newKeyIdentifier, "dataKeys": String(r.keys),
+                                   "oldKeyRevoked": String(revokeOld)])
+                } else {
+                    print(r.description)
+                }
+            }
+        }
+    }
 
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -94,10 +172,10 @@ struct KeysCommand: ParsableCommand {
                 let s = try keys.settings(common)
                 let created = try s.initialize()
                 if common.json {
-                    try printJSON(["created": created, "keyVault": [s.keyVault.description], "masterKeyFile": [s.masterKeyFile]])
+                    try printJSON(["created": created, "keyVault": [s.keyVault.description], "masterKey": [s.masterKeyDescription]])
                 } else {
                     for c in created { print("created \(c)") }
-                    if created.isEmpty { print("key vault \(s.keyVault) and master key \(s.masterKeyFile) already exist") }
+                    if created.isEmpty { print("key vault \(s.keyVault) and master key \(s.masterKeyDescription) already exist") }
                 }
             }
         }

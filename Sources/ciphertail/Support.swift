@@ -4,6 +4,7 @@ import Capture
 import Durable
 import FieldCrypto
 import Foundation
+import KMIPClient
 import Logging
 import Mongo
 import Pipeline
@@ -49,6 +50,9 @@ func runReportingErrors(_ body: () throws -> Void) throws {
         try body()
     } catch let e as ExitCode {
         throw e
+    } catch let rotated as MasterKeyRotated {
+        // rotateMasterKey: true does the rotation and nothing else, as mongod does.
+        print(rotated.description)
     } catch {
         let (code, message) = classify(error)
         FileHandle.standardError.write(Data("ciphertail: error: \(message)\n".utf8))
@@ -79,12 +83,16 @@ func classify(_ error: Error) -> (Int32, String) {
     case let e as FieldCryptoError:
         switch e {
         case .keyNotFound: return (Exit.notFound, e.description)
-        case .keyVault, .masterKey, .masterKeyMismatch: return (Exit.keys, e.description)
+        case .keyVault, .masterKey, .masterKeyMismatch, .kms: return (Exit.keys, e.description)
         default: return (Exit.unexpected, e.description)
         }
     case let e as ProtectionError: return (Exit.unexpected, e.description)
     case let e as QueryError: return (Exit.usage, e.description)
     case let e as MongoError: return (Exit.mongo, e.description)
+    // The key manager is part of the keys: unreachable, refusing, or a key not Active.
+    case let e as KMIPTransportError: return (Exit.keys, e.description)
+    case let e as KMIPClientError: return (Exit.keys, e.description)
+    case let e as KMIPOptionsError: return (Exit.usage, e.description)
     case let e as ValidationError: return (Exit.usage, e.message)
     default: return (Exit.unexpected, "\(error)")
     }

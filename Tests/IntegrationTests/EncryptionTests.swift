@@ -20,7 +20,7 @@ final class EncryptionTests: XCTestCase {
         dir = TestEnv.temporaryDirectory("enc")
         src = TestEnv.uniqueName("enc_src")
         keySettings = KeySettings(keyVault: .file(dir + "/keyvault"), masterKeyFile: dir + "/master.key")
-        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", vaultPath, "--master-key-file", keySettings.masterKeyFile]).status, 0)
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", vaultPath, "--master-key-file", dir + "/master.key"]).status, 0)
     }
 
     override func tearDown() { dropDatabases(src, src + "_plain", src + "_sealed", src + "_other") }
@@ -37,7 +37,7 @@ final class EncryptionTests: XCTestCase {
           keyVault: \(vault ?? vaultPath)
           masterKey:
             provider: local
-            local: {keyFile: \(masterKey ?? keySettings.masterKeyFile)}
+            local: {keyFile: \(masterKey ?? dir + "/master.key")}
           rules:
             - namespace: \(src!).users
               subject: userId
@@ -169,7 +169,7 @@ final class EncryptionTests: XCTestCase {
 
         // Another key vault under the same master key: it knows none of the data keys.
         let otherVault = dir + "/other-vault"
-        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", otherVault, "--master-key-file", keySettings.masterKeyFile]).status, 0)
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", otherVault, "--master-key-file", dir + "/master.key"]).status, 0)
         let lenient = TestEnv.ciphertail(["restore", "--pipeline", pipeline(repo: repo, vault: otherVault),
                                           "--ns-from", "\(src!).*", "--ns-to", "\(src!)_other.*", "--json"])
         XCTAssertEqual(lenient.status, 0, lenient.stderr)

@@ -8,24 +8,8 @@ import XCTest
 /// CIPHERTAIL_TEST_KMIP_PORTS (set by ops/test.sh), else started here, as TestEnv does
 /// for mongod.
 enum KMIPTestEnv {
-    static let pki: String = {
-        if let d = ProcessInfo.processInfo.environment["CIPHERTAIL_TEST_KMIP_DIR"], !d.isEmpty { return d }
-        let r = TestEnv.shell("\(TestEnv.root)/ops/kmip.sh dir")
-        precondition(r.status == 0, "could not create the KMIP test PKI: \(r.stderr)")
-        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-    }()
-
-    /// Two running PyKMIP servers on 127.0.0.1.
-    static let ports: [Int] = {
-        if let p = ProcessInfo.processInfo.environment["CIPHERTAIL_TEST_KMIP_PORTS"], !p.isEmpty {
-            return p.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        }
-        return [("ct-kmip-a", 55696), ("ct-kmip-b", 55697)].map { name, port in
-            let r = TestEnv.shell("\(TestEnv.root)/ops/kmip.sh start \(name) \(port)")
-            precondition(r.status == 0, "could not start the PyKMIP server \(name): \(r.stderr)")
-            return Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))!
-        }
-    }()
+    static var pki: String { KMIPTestServers.pki }
+    static var ports: [Int] { KMIPTestServers.ports }
 
     static let python: String = {
         let r = TestEnv.shell("\(TestEnv.root)/ops/pyenv.sh")

@@ -110,3 +110,32 @@ public enum TestEnv {
         return out
     }
 }
+
+/// The PyKMIP servers and PKI of ops/kmip.sh: from CIPHERTAIL_TEST_KMIP_DIR and
+/// CIPHERTAIL_TEST_KMIP_PORTS (set by ops/test.sh), else started here, as for mongod.
+public enum KMIPTestServers {
+    public static let pki: String = {
+        if let d = ProcessInfo.processInfo.environment["CIPHERTAIL_TEST_KMIP_DIR"], !d.isEmpty { return d }
+        let r = TestEnv.shell("\(TestEnv.root)/ops/kmip.sh dir")
+        precondition(r.status == 0, "could not create the KMIP test PKI: \(r.stderr)")
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }()
+
+    /// Two running PyKMIP servers on 127.0.0.1.
+    public static let ports: [Int] = {
+        if let p = ProcessInfo.processInfo.environment["CIPHERTAIL_TEST_KMIP_PORTS"], !p.isEmpty {
+            return p.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        }
+        return [("ct-kmip-a", 55696), ("ct-kmip-b", 55697)].map { name, port in
+            let r = TestEnv.shell("\(TestEnv.root)/ops/kmip.sh start \(name) \(port)")
+            precondition(r.status == 0, "could not start the PyKMIP server \(name): \(r.stderr)")
+            return Int(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))!
+        }
+    }()
+
+    /// A file of the test PKI (ca.pem, client.pem, client-encrypted.pem, ...).
+    public static func file(_ name: String) -> String { "\(pki)/\(name)" }
+
+    /// `127.0.0.1:PORT` of server `i` (0 or 1).
+    public static func server(_ i: Int) -> String { "127.0.0.1:\(ports[i])" }
+}
