@@ -198,7 +198,7 @@ public struct MasterKeyRotated: Error, CustomStringConvertible {
 
 extension Encryption.MasterKey.KMIP {
     /// Flags win over the file, field by field.
-    func overridden(by flags: Self?) -> Self {
+    public func overridden(by flags: Self?) -> Self {
         guard let f = flags else { return self }
         var k = self
         k.serverName = f.serverName ?? k.serverName
@@ -216,7 +216,7 @@ extension Encryption.MasterKey.KMIP {
     }
 
     /// The transport's options, the password read from its file or variable.
-    func options() throws -> KMIPOptions {
+    public func options() throws -> KMIPOptions {
         var password: String?
         if let f = clientCertificatePasswordFile { password = try KMIPOptions.password(fromFile: f) }
         if let v = clientCertificatePasswordEnv { password = try KMIPOptions.password(fromEnvironment: v) }
