@@ -80,7 +80,7 @@ let package = Package(
             "KMIPClient", "KMIP", "TestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto", "Durable",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto", "Durable", "KMIP", "KMIPClient",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -159,25 +159,31 @@ public struct KeySettings {
     @discardableResult
     public func initialize() throws -> [String] {
         var created: [String] = []
-        if case .file(let path) = keyVault, !FileManager.default.fileExists(atPath: path) {
-            _ = try FileKeyVault.create(at: path)
-            created.append(path)
+        func createFileVault() throws {
+            if case .file(let path) = keyVault, !FileManager.default.fileExists(atPath: path) {
+                _ = try FileKeyVault.create(at: path)
+                created.append(path)
+            }
         }
         let engine: MongoCryptEngine
         switch masterKey {
         case .local(let file):
+            try createFileVault()
             if !FileManager.default.fileExists(atPath: file) {
                 _ = try LocalMasterKey.create(at: file)
                 created.append(file)
             }
             engine = try openEngine()
         case .kmip(let options, _):
-            let vault = try keyVault.open()
+            // The key manager first: when it is unreachable or refuses the key, nothing is written.
+            let existing: (any KeyVault)?
+            if case .file(let path) = keyVault, !FileManager.default.fileExists(atPath: path) { existing = nil } else { existing = try keyVault.open() }
             let hadKey = options.keyIdentifier.map { !$0.isEmpty } ?? false
-            let known = try KeySettings.vaultMasterKeyId(vault)
-            let provider = try kmipProvider(options, vault: vault, creating: true)
+            let known = try existing.flatMap { try KeySettings.vaultMasterKeyId($0) }
+            let provider = try kmipProvider(options, vault: existing ?? InMemoryKeyVault(), creating: true)
             if !hadKey && known == nil { created.append("KMIP master key \(provider.keyIdentifier)") }
-            engine = try MongoCryptEngine(kmsProviders: [provider], keyVault: vault)
+            try createFileVault()
+            engine = try MongoCryptEngine(kmsProviders: [provider], keyVault: try existing ?? keyVault.open())
         }
         let protector = DocumentProtector(rules: [], engine: engine)
         try protector.ensureKey(DocumentProtector.subjectHashKeyName)

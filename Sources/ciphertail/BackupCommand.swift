@@ -48,15 +48,22 @@ struct BackupCommand: ParsableCommand {
             options.compressionLevel = Int32(settings.compressionLevel)
             options.blockBytes = settings.blockBytes
             options.segmentBytes = settings.segmentBytes
-            let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile)
+            let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile,
+                                                      kmip: keys.kmip.section)
+            var poller: KMIPStatePoller?
             if let vault = keySettings?.excludedNamespace { options.excludedNamespaces.insert(vault) }
             if let rules = file.encryption?.protectionRules(), !rules.isEmpty {
                 // Fail closed: with rules configured, no keys means no backup, never plaintext.
                 guard let keySettings else {
                     throw ValidationError("the pipeline has encryption rules but names no key vault and master key")
                 }
-                options.protector = DocumentProtector(rules: rules, engine: try keySettings.openEngine())
+                let engine = try keySettings.openEngine()
+                // A KMIP key withdrawn while the backup runs stops it: the provider refuses, the
+                // encryption stage fails, nothing is written in clear.
+                poller = keySettings.startKeyStatePolling(engine, logger: common.makeLogger("kmip"))
+                options.protector = DocumentProtector(rules: rules, engine: engine)
             }
+            defer { poller?.cancel() }
             let progress = ProgressLine(enabled: true)
             options.progress = { p in
                 progress.update("backup \(p.namespace): \(p.documents) documents, \(formatBytes(p.bytes))",

@@ -53,7 +53,7 @@ struct FindCommand: ParsableCommand {
             let file = try common.loadPipeline()
             var request = FindRequest(namespace: namespace, filter: parsed)
             request.limit = limit
-            if let ks = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile) {
+            if let ks = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile, kmip: keys.kmip.section) {
                 let engine = try ks.openEngine()
                 request.protector = DocumentProtector(rules: file.encryption?.protectionRules() ?? [], engine: engine)
                 request.decryptor = LenientDecryptor(engine: engine)

@@ -46,9 +46,14 @@ struct KMIPFlags: ParsableArguments {
     var connectRetries: Int?
     @Option(name: .customLong("kmip-connect-timeout-ms"), help: "Per attempt, at least 1000 (default 5000).")
     var connectTimeoutMS: Int?
+    @Flag(name: .customLong("kmip-rotate-master-key"), help: "Rotate the master key, print the new id, and stop (as mongod does).")
+    var rotateMasterKey = false
+    @Option(name: .customLong("kmip-key-state-polling-seconds"), help: "How often a running backup checks the master key is Active (default 900; 0: never).")
+    var keyStatePollingSeconds: Int?
 
     var section: Encryption.MasterKey.KMIP? {
-        let given: [Any?] = [serverName, port, serverCAFile, clientCertificateFile, passwordFile, passwordEnv, keyIdentifier, connectRetries, connectTimeoutMS]
+        let given: [Any?] = [serverName, port, serverCAFile, clientCertificateFile, passwordFile, passwordEnv, keyIdentifier, connectRetries,
+                             connectTimeoutMS, keyStatePollingSeconds, rotateMasterKey ? true : nil]
         guard given.contains(where: { $0 != nil }) else { return nil }
         var k = Encryption.MasterKey.KMIP()
         k.serverName = serverName
@@ -60,6 +65,8 @@ struct KMIPFlags: ParsableArguments {
         k.keyIdentifier = keyIdentifier
         k.connectRetries = connectRetries
         k.connectTimeoutMS = connectTimeoutMS
+        k.rotateMasterKey = rotateMasterKey ? true : nil
+        k.keyStatePollingSeconds = keyStatePollingSeconds
         return k
     }
 }

@@ -73,7 +73,7 @@ struct RestoreCommand: ParsableCommand {
             options.drop = drop
             options.workers = workers ?? file.restore?.workers ?? 4
             options.strict = strict
-            if !keepEncrypted, let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile) {
+            if !keepEncrypted, let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile, kmip: keys.kmip.section) {
                 options.decryptor = LenientDecryptor(engine: try keySettings.openEngine())
             }
             let progress = ProgressLine(enabled: true)
