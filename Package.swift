@@ -64,7 +64,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "CiphertailBench", dependencies: [
-            "BSON", "Mongo", "Archive", "Zstd", "FieldCrypto", "COpenSSL",
+            "BSON", "Mongo", "Archive", "Zstd", "FieldCrypto", "COpenSSL", "KMIPClient", "Pipeline",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -17,5 +17,13 @@ swift build -c release --product ciphertail-bench
 swift build -c release --product ciphertail
 BIN="$(swift build -c release --show-bin-path)"
 
+# A PyKMIP server for the key-manager figures.
+ops/kmip.sh start ct-bench-kmip 55796 >/dev/null
+KMIP_PKI="$(ops/kmip.sh dir)"
+
 mkdir -p bench-results
-exec "$BIN/ciphertail-bench" --uri "$URI" --json-out bench-results/latest.json "$@"
+status=0
+"$BIN/ciphertail-bench" --uri "$URI" --json-out bench-results/latest.json \
+  --kmip-server 127.0.0.1:55796 --kmip-pki "$KMIP_PKI" "$@" || status=$?
+ops/kmip.sh stop ct-bench-kmip >/dev/null || true
+exit $status

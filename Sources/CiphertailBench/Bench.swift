@@ -31,6 +31,12 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("json-out"), help: ArgumentHelp("Also write every figure to this JSON file.", valueName: "file"))
     var jsonOut: String?
 
+    @Option(name: .customLong("kmip-server"), help: ArgumentHelp("A PyKMIP (or other KMIP) server for the key-manager figures.", valueName: "host:port"))
+    var kmipServer: String?
+
+    @Option(name: .customLong("kmip-pki"), help: ArgumentHelp("Folder with ca.pem and client.pem for --kmip-server (ops/kmip.sh dir).", valueName: "dir"))
+    var kmipPKI: String?
+
     @Flag(name: .customLong("no-encryption"), help: "Skip the encrypted backup and restore phases and the crypto cost figures.")
     var noEncryption = false
 
@@ -129,10 +135,22 @@ struct Bench: ParsableCommand {
             costs = try measureCryptoCosts()
         }
 
+        var kmipCosts: KMIPCosts?
+        if let kmipServer, let kmipPKI {
+            print("KMIP key manager: Get round trips and cold starts")
+            kmipCosts = try measureKMIPCosts(server: kmipServer, pki: kmipPKI, work: work)
+        }
+
         var results = summarize(phases: phases, notes: notes, seed: seedInfo, scans: scans, backup: backupOut)
+        results.kmip = kmipCosts
         if !noEncryption { addEncryption(&results, phases: phases, values: encryptedValues, costs: costs) }
         printTable(results, order: ["scan", "backup", "bulkInsert", "restore", "encBackupCold", "encBackupWarm", "encRestore", "zstd"])
         if let e = results.encryption { printEncryption(e) }
+        if let k = results.kmip {
+            print(String(format: "\nKMIP (%@): Get round trip %.0f µs; TLS connect %.1f ms; pipeline cold start %.1f ms with the KMIP master key, "
+                         + "%.1f ms with a local one (steady state: no KMIP request per field, unwrapping is cached)",
+                         k.server, k.getRoundTripMicros, k.connectMillis, k.pipelineColdStartMillis, k.localPipelineColdStartMillis))
+        }
         if let jsonOut {
             try writeJSON(results, to: jsonOut)
             print("\nwrote \(jsonOut)")

@@ -2,6 +2,8 @@ import BSON
 import COpenSSL
 import FieldCrypto
 import Foundation
+import KMIPClient
+import Pipeline
 
 /// The encrypted-backup workload of issue 3: five fields of every profile, SSN and email
 /// deterministic, name, phone and address random, one data key per user (`userId`).
@@ -144,4 +146,49 @@ private final class RawCrypto {
         ok = EVP_MAC_update(ctx, input, input.count) == 1 && EVP_MAC_final(ctx, &tag, &len, 64) == 1 && ok
         EVP_MAC_CTX_free(ctx)
     }
+}
+
+/// The cost of the KMIP key manager: a Get round trip, and starting a pipeline cold (TLS
+/// handshake, version negotiation, the master key's state and material checked, the first
+/// data key unwrapped) against starting it with a local master key.
+struct KMIPCosts: Codable {
+    var server: String
+    var getRoundTripMicros: Double
+    var connectMillis: Double
+    var pipelineColdStartMillis: Double
+    var localPipelineColdStartMillis: Double
+}
+
+func measureKMIPCosts(server: String, pki: String, work: String) throws -> KMIPCosts {
+    let options = KMIPOptions(serverName: server, serverCAFile: "\(pki)/ca.pem", clientCertificateFile: "\(pki)/client.pem")
+    func millis(_ body: () throws -> Void) rethrows -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body()
+        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+    }
+    let transport = try KMIPTransport(options: options)
+    let connect = try millis { _ = try transport.connect() }
+    let client = KMIPClient(transport: transport)
+    let id = try client.registerSecretData(material: (0..<96).map { UInt8($0) })
+    try client.activate(id)
+    _ = try client.get(id)
+    let gets = 300
+    let getMicros = try millis { for _ in 0..<gets { _ = try client.get(id) } } * 1000 / Double(gets)
+
+    // The same key vault setup both ways: keys init untimed, then openEngine + one encryption timed.
+    func coldStart(_ settings: KeySettings) throws -> Double {
+        try settings.initialize()
+        return try millis {
+            let engine = try settings.openEngine()
+            let protector = DocumentProtector(rules: [], engine: engine)
+            _ = try engine.encrypt(.string("x"), keyId: try protector.ensureKey("bench-cold"), algorithm: .random)
+        }
+    }
+    for f in ["kmip-vault", "local-vault", "local-master.key"] { try? FileManager.default.removeItem(atPath: "\(work)/\(f)") }
+    var kmipOptions = options
+    kmipOptions.keyIdentifier = id
+    let kmip = try coldStart(KeySettings(keyVault: .file("\(work)/kmip-vault"), masterKey: .kmip(kmipOptions, keyStatePollingSeconds: 0)))
+    let local = try coldStart(KeySettings(keyVault: .file("\(work)/local-vault"), masterKeyFile: "\(work)/local-master.key"))
+    return KMIPCosts(server: server, getRoundTripMicros: getMicros, connectMillis: connect, pipelineColdStartMillis: kmip,
+                     localPipelineColdStartMillis: local)
 }

@@ -80,6 +80,7 @@ struct Results: Codable {
     var goals: [Goal]
     var notes: [String]
     var encryption: Encryption?
+    var kmip: KMIPCosts?
 
     struct Encryption: Codable {
         var encryptedValuesPerBackup: Int64

@@ -122,6 +122,30 @@ final class KMIPMasterKeyTests: XCTestCase {
         XCTAssertEqual(provider.roundTrips, before, "300 new data keys, 600 values, and not one more request to the key manager")
     }
 
+    /// A driver configured with the same KMIP server and key vault collection reads what a
+    /// --keep-encrypted restore loaded: the data keys under a KMIP master key interoperate.
+    func testPymongoWithTheSameKMIPServerDecryptsWhatWeEncrypted() throws {
+        try seed(20)
+        let kvNS = "\(src!)_kv.__keyVault"
+        let yaml = try String(contentsOfFile: pipeline(serverName: KMIPTestServers.server(0)), encoding: .utf8)
+            .replacingOccurrences(of: "  keyVault: \(dir!)/keyvault", with: "  keyVault: \"\(TestEnv.uri)\"\n  keyVaultNamespace: \(kvNS)")
+        let pipe = dir + "/collection-vault.yaml"
+        try yaml.write(toFile: pipe, atomically: true, encoding: .utf8)
+        defer { dropDatabases(src + "_kv", src + "_sealed") }
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--pipeline", pipe]).status, 0)
+        XCTAssertEqual(TestEnv.ciphertail(["backup", "--pipeline", pipe]).status, 0)
+        let r = TestEnv.ciphertail(["restore", "--pipeline", pipe, "--keep-encrypted", "--ns-from", "\(src!).*", "--ns-to", "\(src!)_sealed.*"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let python = TestEnv.shell("\(TestEnv.root)/ops/pyenv.sh").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let read = TestEnv.run(python, ["\(TestEnv.root)/Tests/interop/csfle_interop.py", "read-sealed-kmip", TestEnv.uri, src + "_sealed", kvNS,
+                                        KMIPTestServers.server(0), KMIPTestServers.file("ca.pem"), KMIPTestServers.file("client.pem")])
+        XCTAssertEqual(read.status, 0, read.stderr)
+        let rows = try JSONSerialization.jsonObject(with: Data(read.stdout.utf8)) as? [[String: Any]]
+        XCTAssertEqual(rows?.count, 5)
+        XCTAssertEqual(rows?.first?["ssn"] as? String, "CANARYSSN0")
+        XCTAssertEqual(rows?[2]["name"] as? String, "CANARYNAME2")
+    }
+
     func testMasterKeysThatAreNotActiveAreRefusedWithTheirStateNamed() throws {
         let kmip = try client()
         func secret() throws -> String {

@@ -2,6 +2,8 @@
 
   read-sealed URI DB KEYVAULT_NS MASTER_KEY_FILE    print the users, decrypted automatically, as JSON
   write-explicit URI DB KEYVAULT_NS MASTER_KEY_FILE encrypt two values explicitly and store them
+  read-sealed-kmip URI DB KEYVAULT_NS KMIP_ENDPOINT CA_FILE CLIENT_PEM
+                                                    the same as read-sealed, the master key in a KMIP server
 """
 import json
 import sys
@@ -18,8 +20,8 @@ def kms(master_key_file):
         return {"local": {"key": f.read()}}
 
 
-def read_sealed(uri, db, kv_ns, key_file):
-    opts = AutoEncryptionOpts(kms(key_file), kv_ns, bypass_auto_encryption=True)
+def read_sealed(uri, db, kv_ns, key_file, opts=None):
+    opts = opts or AutoEncryptionOpts(kms(key_file), kv_ns, bypass_auto_encryption=True)
     client = MongoClient(uri, auto_encryption_opts=opts)
     out = []
     for d in client[db].users.find({}, sort=[("_id", 1)]).limit(5):
@@ -38,5 +40,14 @@ def write_explicit(uri, db, kv_ns, key_file):
     print(json.dumps({"keyId": key_id.hex()}))
 
 
+def read_sealed_kmip(uri, db, kv_ns, endpoint, ca_file, client_pem):
+    opts = AutoEncryptionOpts({"kmip": {"endpoint": endpoint}}, kv_ns, bypass_auto_encryption=True,
+                              kms_tls_options={"kmip": {"tlsCAFile": ca_file, "tlsCertificateKeyFile": client_pem}})
+    read_sealed(uri, db, kv_ns, None, opts)
+
+
 if __name__ == "__main__":
-    {"read-sealed": read_sealed, "write-explicit": write_explicit}[sys.argv[1]](*sys.argv[2:6])
+    if sys.argv[1] == "read-sealed-kmip":
+        read_sealed_kmip(*sys.argv[2:8])
+    else:
+        {"read-sealed": read_sealed, "write-explicit": write_explicit}[sys.argv[1]](*sys.argv[2:6])
