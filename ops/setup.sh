@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what ciphertail needs on Debian 12 (idempotent; root or sudo): the official C
-# libraries, zstd, and the Python test clients. mongod itself comes from ops/mongod.sh.
+# libraries, zstd, the openssl tool (test PKI for the KMIP servers), and the Python test
+# clients (pymongo, PyKMIP). mongod itself comes from ops/mongod.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PACKAGES=(pkg-config libmongoc-dev libbson-dev libmongocrypt-dev libzstd-dev libssl-dev libcurl4 zstd python3-venv)
+PACKAGES=(pkg-config libmongoc-dev libbson-dev libmongocrypt-dev libzstd-dev libssl-dev openssl libcurl4 zstd python3-venv)
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -97,31 +97,8 @@ public final class CollectionKeyVault: KeyVault, @unchecked Sendable {
     /// One ordered insert acknowledged by a majority with journaling; a duplicate id or
     /// keyAltName is refused like the file vault refuses it.
     public func insert(contentsOf keyDocuments: [Document]) throws {
-        guard !keyDocuments.isEmpty else { return }
-        for d in keyDocuments { _ = try DataKeyInfo(d) }
-        // One command carries at most 100,000 documents and 48 MB; keys are ~300 bytes.
-        for start in stride(from: 0, to: keyDocuments.count, by: 10_000) {
-            let part = keyDocuments[start..<min(start + 10_000, keyDocuments.count)]
-            let reply = try run("write keys") { client in
-                try client.runCommand([
-                    "insert": .string(namespace.collection),
-                    "documents": .array(part.map { .document($0) }),
-                    "ordered": true,
-                    "writeConcern": ["w": "majority", "j": true],
-                ], database: namespace.database)
-            }
-            if let errors = reply["writeErrors"]?.arrayValue, let first = errors.first?.documentValue {
-                let code = first["code"].flatMap { v -> Int64? in
-                    switch v { case .int32(let i): return Int64(i); case .int64(let i): return i; default: return nil }
-                }
-                if code == Int64(Self.duplicateKey) {
-                    throw FieldCryptoError.invalidKeyDocument("a key with that id or keyAltName is already in \(location)")
-                }
-                throw FieldCryptoError.keyVault(path: location, problem: "write refused: \(first["errmsg"]?.stringValue ?? "code \(code ?? 0)")")
-            }
-            if let wce = reply["writeConcernError"]?.documentValue {
-                throw FieldCryptoError.keyVault(path: location, problem: "write not acknowledged by a majority: \(wce["errmsg"]?.stringValue ?? "")")
-            }
+        try write(keyDocuments, what: "write") { part in
+            ["insert": .string(namespace.collection), "documents": .array(part.map { .document($0) })]
         }
     }
 
@@ -133,26 +110,33 @@ public final class CollectionKeyVault: KeyVault, @unchecked Sendable {
     /// that stops half way leaves keys under both master keys, each still readable, and is
     /// finished by running it again.
     public func replace(_ keyDocuments: [Document]) throws {
+        try write(keyDocuments, what: "replace") { part in
+            ["update": .string(namespace.collection),
+             "updates": .array(part.map { ["q": ["_id": $0["_id"]!], "u": .document($0)] })]
+        }
+    }
+
+    /// Ordered writes of checked key documents, 10,000 per command (one command carries at
+    /// most 100,000 documents and 48 MB; keys are ~300 bytes), each acknowledged by a
+    /// majority with journaling and counted: a write that touched fewer keys than sent fails.
+    private func write(_ keyDocuments: [Document], what: String, command: (ArraySlice<Document>) -> Document) throws {
         for d in keyDocuments { _ = try DataKeyInfo(d) }
         for start in stride(from: 0, to: keyDocuments.count, by: 10_000) {
             let part = keyDocuments[start..<min(start + 10_000, keyDocuments.count)]
-            let reply = try run("replace keys") { client in
-                try client.runCommand([
-                    "update": .string(namespace.collection),
-                    "updates": .array(part.map { ["q": ["_id": $0["_id"]!], "u": .document($0)] }),
-                    "ordered": true,
-                    "writeConcern": ["w": "majority", "j": true],
-                ], database: namespace.database)
-            }
+            let body = command(part).setting("ordered", .bool(true)).setting("writeConcern", ["w": "majority", "j": true])
+            let reply = try run("\(what) keys") { try $0.runCommand(body, database: namespace.database) }
             if let first = reply["writeErrors"]?.arrayValue?.first?.documentValue {
-                throw FieldCryptoError.keyVault(path: location, problem: "replace refused: \(first["errmsg"]?.stringValue ?? "")")
+                let code = first["code"]?.int64Value
+                if code == Int64(Self.duplicateKey) {
+                    throw FieldCryptoError.invalidKeyDocument("a key with that id or keyAltName is already in \(location)")
+                }
+                throw FieldCryptoError.keyVault(path: location, problem: "\(what) refused: \(first["errmsg"]?.stringValue ?? "code \(code ?? 0)")")
             }
             if let wce = reply["writeConcernError"]?.documentValue {
-                throw FieldCryptoError.keyVault(path: location, problem: "replace not acknowledged by a majority: \(wce["errmsg"]?.stringValue ?? "")")
+                throw FieldCryptoError.keyVault(path: location, problem: "\(what) not acknowledged by a majority: \(wce["errmsg"]?.stringValue ?? "")")
             }
-            let matched: Int64 = switch reply["n"] { case .int32(let n)?: Int64(n); case .int64(let n)?: n; default: -1 }
-            guard matched == Int64(part.count) else {
-                throw FieldCryptoError.keyVault(path: location, problem: "replaced \(matched) of \(part.count) keys: some ids are not in the vault")
+            guard let n = reply["n"]?.int64Value, n == Int64(part.count) else {
+                throw FieldCryptoError.keyVault(path: location, problem: "\(what) touched \(reply["n"]?.int64Value ?? 0) of \(part.count) keys")
             }
         }
     }

@@ -150,7 +150,7 @@ public final class RestoreRunner {
         let bulk = client.collection(target).bulk(ordered: ordered, bypassValidation: true)
         if let decryptor = options.decryptor {
             var docs: [Document] = []
-            try block.forEachRecord { raw in docs.append(Document(trusted: Array(raw))) }
+            block.forEachRecord { raw in docs.append(Document(trusted: Array(raw))) }
             for (doc, failed) in decryptor.decrypt(batch: docs) {
                 try note(failed, namespace: target.description)
                 try bulk.insert(doc)
