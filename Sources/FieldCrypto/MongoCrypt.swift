@@ -185,7 +185,11 @@ public final class MongoCryptEngine: @unchecked Sendable {
             }
             updated.append(key.setting("keyMaterial", material).setting("masterKey", mk).setting("updateDate", now))
         }
-        try keyVault.replace(updated)
+        // The subject-hash key goes last: its masterKey.keyId is how later runs find the
+        // current master key, so a rotation cut short still names the old one and is
+        // finished by running it again.
+        let isHashKey = { (d: Document) in (try? DataKeyInfo(d).altNames.contains(DocumentProtector.subjectHashKeyName)) == true }
+        try keyVault.replace(updated.filter { !isHashKey($0) } + updated.filter(isHashKey))
         return updated.count
     }
 

@@ -51,8 +51,12 @@ func runReportingErrors(_ body: () throws -> Void) throws {
     } catch let e as ExitCode {
         throw e
     } catch let rotated as MasterKeyRotated {
-        // rotateMasterKey: true does the rotation and nothing else, as mongod does.
+        // rotateMasterKey: true does the rotation and nothing else, as mongod does. The exit
+        // status says the command's own work did not run, so a scheduled backup left with
+        // the option on fails loudly instead of succeeding without a backup.
         print(rotated.description)
+        FileHandle.standardError.write(Data("ciphertail: the master key was rotated (rotateMasterKey); the command itself did not run\n".utf8))
+        throw ExitCode(Exit.refused)
     } catch {
         let (code, message) = classify(error)
         FileHandle.standardError.write(Data("ciphertail: error: \(message)\n".utf8))
@@ -93,6 +97,9 @@ func classify(_ error: Error) -> (Int32, String) {
     case let e as KMIPTransportError: return (Exit.keys, e.description)
     case let e as KMIPClientError: return (Exit.keys, e.description)
     case let e as KMIPOptionsError: return (Exit.usage, e.description)
+    case let e as PSMDBKeyError:
+        if case .request = e { return (Exit.usage, e.description) }
+        return (Exit.keys, e.description)
     case let e as ValidationError: return (Exit.usage, e.message)
     default: return (Exit.unexpected, "\(error)")
     }
