@@ -7,7 +7,7 @@ import Foundation
 /// in the NEED_KMS state, passes every KMS request to the provider it names.
 ///
 /// `local` (`LocalKMSProvider`) needs no network: libmongocrypt wraps and unwraps keys
-/// itself, so `exchange` is never called. A KMIP provider (later) returns
+/// itself, so `exchange` is never called. A KMIP provider (`KMIPKMSProvider`) returns
 /// `{endpoint: "host:port"}` as its entry, `{provider: "kmip"}` (plus an optional `keyId`)
 /// as its master key, and in `exchange` opens a TLS connection (client certificate) to
 /// `request.endpoint`, sends `request.message` and feeds the reply back until
