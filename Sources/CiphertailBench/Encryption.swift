@@ -60,9 +60,7 @@ func measureCryptoCosts() throws -> CryptoCosts {
     let value = BSONValue.string(String(repeating: "x", count: 27))  // 32 bytes as BSON string
 
     func perCall(_ calls: Int, _ body: () throws -> Void) rethrows -> Double {
-        let start = DispatchTime.now().uptimeNanoseconds
-        for _ in 0..<calls { try body() }
-        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e3 / Double(calls)
+        try Timing.measure { for _ in 0..<calls { try body() } }.seconds * 1e6 / Double(calls)
     }
 
     _ = try engine.encrypt(value, keyId: keyId, algorithm: .random)  // key now cached
@@ -161,11 +159,7 @@ struct KMIPCosts: Codable {
 
 func measureKMIPCosts(server: String, pki: String, work: String) throws -> KMIPCosts {
     let options = KMIPOptions(serverName: server, serverCAFile: "\(pki)/ca.pem", clientCertificateFile: "\(pki)/client.pem")
-    func millis(_ body: () throws -> Void) rethrows -> Double {
-        let start = DispatchTime.now().uptimeNanoseconds
-        try body()
-        return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-    }
+    func millis(_ body: () throws -> Void) rethrows -> Double { try Timing.measure(body).seconds * 1e3 }
     let transport = try KMIPTransport(options: options)
     let connect = try millis { _ = try transport.connect() }
     let client = KMIPClient(transport: transport)

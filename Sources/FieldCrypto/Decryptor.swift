@@ -41,24 +41,8 @@ public final class LenientDecryptor: @unchecked Sendable {
         var bytes = 0
         func flush() {
             defer { pending.removeAll(keepingCapacity: true); bytes = 0 }
-            guard pending.count > 1 else {
-                for i in pending { out[i] = decrypt(docs[i]) }
-                return
-            }
-            var wrapper = DocumentBuilder()
-            for (n, i) in pending.enumerated() { wrapper.append(String(n), document: docs[i]) }
-            guard let opened = try? engine.decryptDocument(wrapper.document) else {
-                for i in pending { out[i] = decrypt(docs[i]) }
-                return
-            }
-            let parts = opened.elements
-            guard parts.count == pending.count else {
-                for i in pending { out[i] = decrypt(docs[i]) }
-                return
-            }
-            for (n, i) in pending.enumerated() {
-                if case .document(let d) = parts[n].value { out[i] = (d, []) } else { out[i] = decrypt(docs[i]) }
-            }
+            let opened = pending.count > 1 ? decryptWrapped(pending.map { docs[$0] }) : nil
+            for (n, i) in pending.enumerated() { out[i] = opened.map { ($0[n], []) } ?? decrypt(docs[i]) }
         }
         for (i, d) in docs.enumerated() where d.contains(binarySubtype: 6) {
             if bytes + d.count > batchBytes || pending.count >= batchDocuments { flush() }
@@ -67,6 +51,16 @@ public final class LenientDecryptor: @unchecked Sendable {
         }
         flush()
         return out
+    }
+
+    /// The documents decrypted in one context, as the fields of one wrapper document; nil
+    /// when anything in them fails (the caller then goes one by one).
+    private func decryptWrapped(_ docs: [Document]) -> [Document]? {
+        var wrapper = DocumentBuilder()
+        for (n, d) in docs.enumerated() { wrapper.append(String(n), document: d) }
+        guard let opened = try? engine.decryptDocument(wrapper.document) else { return nil }
+        let parts = opened.elements.compactMap { $0.value.documentValue }
+        return parts.count == docs.count ? parts : nil
     }
 
     private func walk(_ doc: Document, prefix: String, failures: inout [DecryptFailure]) -> Document {

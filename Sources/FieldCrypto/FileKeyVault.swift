@@ -139,11 +139,7 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
                     }
                 }
                 var records: [UInt8] = []
-                for d in keyDocuments {
-                    Self.appendLE(&records, UInt32(d.bytes.count))
-                    records += d.bytes
-                    Self.appendLE(&records, CRC32.checksum(d.bytes))
-                }
+                for d in keyDocuments { Self.appendRecord(&records, d.bytes) }
                 let newLength = committed + records.count
                 guard newLength <= Self.maxFileSize else {
                     throw FieldCryptoError.keyVault(path: path, problem: "full: \(Self.maxFileSize) bytes")
@@ -188,10 +184,7 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
                 }
                 var records: [UInt8] = []
                 for i in spans.indices {
-                    let d = replacement[i]?.bytes ?? Array(storage[spans[i]])
-                    Self.appendLE(&records, UInt32(d.count))
-                    records += d
-                    Self.appendLE(&records, CRC32.checksum(d))
+                    Self.appendRecord(&records, replacement[i]?.bytes ?? Array(storage[spans[i]]))
                 }
                 guard Self.headerSize + records.count <= Self.maxFileSize else {
                     throw FieldCryptoError.keyVault(path: path, problem: "full: \(Self.maxFileSize) bytes")
@@ -316,6 +309,13 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
         }
         defer { flock(fd, LOCK_UN) }
         return try body()
+    }
+
+    /// One record: length, key document, CRC-32 of the document.
+    private static func appendRecord(_ out: inout [UInt8], _ document: [UInt8]) {
+        appendLE(&out, UInt32(document.count))
+        out += document
+        appendLE(&out, CRC32.checksum(document))
     }
 
     private static func appendLE(_ out: inout [UInt8], _ v: UInt32) {

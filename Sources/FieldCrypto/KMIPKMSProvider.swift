@@ -34,8 +34,12 @@ public final class KMIPKMSProvider: KMSProvider, @unchecked Sendable {
         self.endpoint = endpoint
     }
 
-    deinit {
+    deinit { wipeCache() }
+
+    /// Caller holds `lock` (or is deinit).
+    private func wipeCache() {
         for k in replies.keys { replies[k]!.withUnsafeMutableBytes { wipe($0.baseAddress!, $0.count) } }
+        replies = [:]
     }
 
     public var name: String { "kmip" }
@@ -51,8 +55,7 @@ public final class KMIPKMSProvider: KMSProvider, @unchecked Sendable {
     public func stop(because reason: String) {
         lock.withLock {
             stoppedReason = reason
-            for k in replies.keys { replies[k]!.withUnsafeMutableBytes { wipe($0.baseAddress!, $0.count) } }
-            replies = [:]
+            wipeCache()
         }
     }
 
@@ -78,11 +81,10 @@ public final class KMIPKMSProvider: KMSProvider, @unchecked Sendable {
             }
             lock.withLock { serverRoundTrips += 1 }
             // Only successful replies are kept: a failure is asked again next time.
-            if cacheable, (try? KMIPMessage.parseResponse(reply).resultItem().requireSuccess()) != nil {
-                lock.withLock { if stoppedReason == nil { replies[id!] = reply } }
-            } else if let failure = Self.failure(reply) {
+            if let failure = Self.failure(reply) {
                 throw FieldCryptoError.kms(provider: name, message: "key \(id ?? "?"): \(failure)")
             }
+            if cacheable { lock.withLock { if stoppedReason == nil { replies[id!] = reply } } }
         }
         defer { reply.withUnsafeMutableBytes { wipe($0.baseAddress!, $0.count) } }
         var offset = 0
@@ -110,9 +112,14 @@ public final class KMIPKMSProvider: KMSProvider, @unchecked Sendable {
         return (operation, id)
     }
 
+    /// Why the reply is not a success, or nil when it is one.
     static func failure(_ reply: [UInt8]) -> String? {
-        guard let item = try? KMIPMessage.parseResponse(reply).resultItem() else { return nil }
-        do { try item.requireSuccess(); return nil } catch { return "\(error)" }
+        do {
+            try KMIPMessage.parseResponse(reply).resultItem().requireSuccess()
+            return nil
+        } catch {
+            return "\(error)"
+        }
     }
 }
 

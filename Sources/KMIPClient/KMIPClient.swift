@@ -45,6 +45,8 @@ public final class KMIPClient: @unchecked Sendable {
         do {
             return try exchange(request, version: try version())
         } catch let e as KMIPOperationError {
+            // A missing object is named as such, whichever operation asked for it.
+            if e.reason == .itemNotFound, let id = request.objectIdentifier { throw KMIPClientError.keyNotFound(id) }
             throw KMIPClientError.refused(request.operation, object: request.objectIdentifier, e)
         }
     }
@@ -101,12 +103,7 @@ public final class KMIPClient: @unchecked Sendable {
 
     /// Refuses a key that is missing or not Active, naming its state.
     public func requireActive(_ id: String) throws {
-        let s: KMIPState
-        do {
-            s = try state(id)
-        } catch KMIPClientError.refused(_, _, let e) where e.reason == .itemNotFound {
-            throw KMIPClientError.keyNotFound(id)
-        }
+        let s = try state(id)
         if s != .active { throw KMIPClientError.notActive(id, state: s) }
     }
 }

@@ -70,7 +70,7 @@ public struct PSMDBMasterKeys {
     }
 
     public func inspect(_ id: String) throws -> PSMDBKeyReport {
-        var got = try get(id)
+        var got = try client.get(id)
         defer { wipe(&got.keyMaterial) }
         let attributes = try client.attributes(id)
         return PSMDBKeyReport(
@@ -89,7 +89,7 @@ public struct PSMDBMasterKeys {
     }
 
     public func convert(_ id: String, to target: PSMDBKeyFormat, name: String?) throws -> PSMDBKeyCreated {
-        var got = try get(id)
+        var got = try client.get(id)
         defer { wipe(&got.keyMaterial) }
         func refuse(_ why: String) -> Error { PSMDBKeyError.key("KMIP key \(id) \(why)") }
         guard got.objectType == .symmetricKey else {
@@ -112,15 +112,6 @@ public struct PSMDBMasterKeys {
         created.sourceId = id
         created.sourceFormat = source
         return created
-    }
-
-    /// Get, with a missing key named as such.
-    private func get(_ id: String) throws -> KMIPGetResult {
-        do {
-            return try client.get(id)
-        } catch KMIPClientError.refused(_, _, let e) where e.reason == .itemNotFound {
-            throw KMIPClientError.keyNotFound(id)
-        }
     }
 
     /// Registers the 32-byte `key` in `format`, then activates it.
