@@ -35,6 +35,10 @@ public enum ArchiveError: Error, CustomStringConvertible {
     case unknownBackup(id: String, available: [String])
     case notARepository(String)
     case unsupportedRepository(path: String, reason: String)
+    /// Another process holds the change log's writer lock.
+    case locked(path: String)
+    /// A point in time the repository cannot restore to, with what it can.
+    case notRestorable(target: String, reason: String, windows: [String])
 
     public var description: String {
         switch self {
@@ -44,6 +48,9 @@ public enum ArchiveError: Error, CustomStringConvertible {
         case .unknownBackup(let id, let available):
             return "no backup \(id) in this repository; available: " + (available.isEmpty ? "none" : available.joined(separator: ", "))
         case .unsupportedRepository(let p, let r): return "\(p): \(r)"
+        case .locked(let p): return "another ciphertail tail is writing this repository's change log (\(p) is locked)"
+        case .notRestorable(let t, let r, let w):
+            return "cannot restore to \(t): \(r); restorable: " + (w.isEmpty ? "nothing (no base snapshot)" : w.joined(separator: ", "))
         case .notARepository(let p): return "\(p) is not a ciphertail repository (no ciphertail-repo.json); create one with `ciphertail backup`"
         }
     }
@@ -271,6 +278,32 @@ public struct Block {
     public let offset: Int  // of the block header in the file
     public let recordCount: Int
     public let data: [UInt8]
+
+    public init(offset: Int, recordCount: Int, data: [UInt8]) {
+        self.offset = offset
+        self.recordCount = recordCount
+        self.data = data
+    }
+
+    /// The same records as blocks of at most `n` records each (same offset: for messages only).
+    public func split(every n: Int) -> [Block] {
+        var out: [Block] = []
+        var start = 0
+        var count = 0
+        var o = 0
+        data.withUnsafeBytes { buf in
+            while o < buf.count {
+                o += Int(readLE(buf, o, as: UInt32.self))
+                count += 1
+                if count == n || o == buf.count {
+                    out.append(Block(offset: offset, recordCount: count, data: Array(data[start..<o])))
+                    start = o
+                    count = 0
+                }
+            }
+        }
+        return out
+    }
 
     /// Calls `body` with each record's bytes (valid inside the call only).
     public func forEachRecord(_ body: (UnsafeRawBufferPointer) throws -> Void) rethrows {

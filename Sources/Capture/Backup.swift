@@ -204,17 +204,22 @@ public final class BackupRunner {
     }
 
     func changeStreamFilter() -> Document {
+        BackupRunner.changeStreamFilter(namespaces: options.namespaces, excluded: options.excludedNamespaces)
+    }
+
+    /// The `$match` of a capture's change stream: the followed namespaces, never the key vault.
+    static func changeStreamFilter(namespaces: [NamespacePattern], excluded: Set<Namespace>) -> Document {
         var noKeyVault: BSONValue = ["ns.coll": ["$ne": .string(BackupRunner.keyVaultCollection)]]
-        if !options.excludedNamespaces.isEmpty {
-            let others: [BSONValue] = options.excludedNamespaces.sorted().map {
+        if !excluded.isEmpty {
+            let others: [BSONValue] = excluded.sorted().map {
                 ["$nor": [["ns.db": .string($0.database), "ns.coll": .string($0.collection)]]]
             }
             noKeyVault = ["$and": .array([noKeyVault] + others)]
         }
-        if options.namespaces.isEmpty {
+        if namespaces.isEmpty {
             return ["$and": [["ns.db": .document(["$nin": .array(BackupRunner.excludedDatabases.sorted().map { .string($0) })])], noKeyVault]]
         }
-        let alternatives: [BSONValue] = options.namespaces.map { p in
+        let alternatives: [BSONValue] = namespaces.map { p in
             var d = DocumentBuilder()
             if p.database != "*" { d.append("ns.db", .string(p.database)) }
             if p.collection != "*" { d.append("ns.coll", .string(p.collection)) }

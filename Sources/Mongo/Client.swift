@@ -200,4 +200,13 @@ public struct Database {
     public func drop() throws {
         try client.runCommand(["dropDatabase": 1], database: name)
     }
+
+    /// A change stream over one database; a dropDatabase invalidates it.
+    public func watch(pipeline: [Document], options: Document) throws -> ChangeStream {
+        let db = mongoc_client_get_database(client.raw, name)!
+        defer { mongoc_database_destroy(db) }
+        let pipe = Document(["pipeline": .array(pipeline.map { .document($0) })])
+        let stream = pipe.withUnsafeBSON { p in options.withUnsafeBSON { o in mongoc_database_watch(db, p, o)! } }
+        return try ChangeStream(stream, owner: client)
+    }
 }

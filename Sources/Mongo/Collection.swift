@@ -73,6 +73,15 @@ public final class Collection {
 
 /// Iterates server results. The driver reuses its document buffer, so `nextRaw` hands out a
 /// view valid until the next call, and `next` copies.
+extension Collection {
+    /// A change stream over this collection; a drop or rename invalidates it.
+    public func watch(pipeline: [Document], options: Document) throws -> ChangeStream {
+        let pipe = Document(["pipeline": .array(pipeline.map { .document($0) })])
+        let stream = pipe.withUnsafeBSON { p in options.withUnsafeBSON { o in mongoc_collection_watch(raw, p, o)! } }
+        return try ChangeStream(stream, owner: self)
+    }
+}
+
 public final class Cursor {
     private let raw: OpaquePointer
     private let owner: AnyObject

@@ -21,6 +21,15 @@ public struct PipelineFile: Codable, Equatable {
     public struct Restore: Codable, Equatable {
         public var uri: String?
         public var workers: Int?
+        public var batchSize: Int?
+    }
+    /// `ciphertail tail`: how change segments close, and what an undeliverable event does.
+    public struct Tail: Codable, Equatable {
+        public var segmentMaxSize: String?
+        public var segmentMaxAgeSeconds: Double?
+        public var idleCheckpointSeconds: Double?
+        public var onLargeEvent: String?
+        public var baseSnapshot: Bool?
     }
 
     public var version: Int?
@@ -28,16 +37,18 @@ public struct PipelineFile: Codable, Equatable {
     public var source: Source?
     public var archive: Archive?
     public var restore: Restore?
+    public var tail: Tail?
     public var encryption: Encryption?
 
     public init() {}
 
     static let allowedKeys: [String: Set<String>] = [
-        "": ["version", "name", "source", "archive", "restore", "encryption"],
+        "": ["version", "name", "source", "archive", "restore", "tail", "encryption"],
         "source": ["uri", "namespaces"],
         "archive": ["repo", "compression", "blockSize", "segmentSize"],
         "archive.compression": ["codec", "level"],
-        "restore": ["uri", "workers"],
+        "restore": ["uri", "workers", "batchSize"],
+        "tail": ["segmentMaxSize", "segmentMaxAgeSeconds", "idleCheckpointSeconds", "onLargeEvent", "baseSnapshot"],
         "encryption": ["keyVault", "keyVaultNamespace", "masterKey", "rules"],
         "encryption.masterKey": ["provider", "local", "kmip"],
         "encryption.masterKey.local": ["keyFile"],
@@ -155,6 +166,25 @@ extension PipelineFile {
             }
         }
         try encryption?.validate(file: file, node: node)
+        if let t = tail {
+            if let v = t.segmentMaxSize, PipelineFile.parseSize(v) == nil || PipelineFile.parseSize(v)! < 1 {
+                throw PipelineError(file: file, line: Self.line(of: ["tail", "segmentMaxSize"], in: node), field: "tail.segmentMaxSize",
+                                    reason: "'\(v)' is not a size such as 16MiB")
+            }
+            for (field, value, least) in [("segmentMaxAgeSeconds", t.segmentMaxAgeSeconds, 0.05), ("idleCheckpointSeconds", t.idleCheckpointSeconds, 0.05)] {
+                if let v = value, !(v >= least && v <= 86_400) {
+                    throw PipelineError(file: file, line: Self.line(of: ["tail", field], in: node), field: "tail.\(field)",
+                                        reason: "\(v) is outside \(least)...86400 seconds")
+                }
+            }
+            if let p = t.onLargeEvent, !["stop", "gap"].contains(p) {
+                throw PipelineError(file: file, line: Self.line(of: ["tail", "onLargeEvent"], in: node), field: "tail.onLargeEvent",
+                                    reason: "'\(p)' is not stop or gap")
+            }
+        }
+        if let b = restore?.batchSize, b < 1 {
+            throw PipelineError(file: file, line: Self.line(of: ["restore", "batchSize"], in: node), field: "restore.batchSize", reason: "must be at least 1")
+        }
         for (field, value) in [("blockSize", archive?.blockSize), ("segmentSize", archive?.segmentSize)] {
             if let v = value, PipelineFile.parseSize(v) == nil {
                 throw PipelineError(file: file, line: Self.line(of: ["archive", field], in: node), field: "archive.\(field)",

@@ -1,5 +1,6 @@
 import Archive
 import BSON
+import Digest
 import FieldCrypto
 import Foundation
 import Logging
@@ -26,6 +27,11 @@ public struct RestoreOptions {
     public var connection: ConnectionString
     public var repository: String
     public var backupID: String?
+    /// Restore to this point (`PointInTimeTarget.parse`): the newest base snapshot before it,
+    /// then the change log up to it. Nil: a backup's own consistent point.
+    public var pointInTime: String?
+    /// Documents per bulk insert (default: one bulk per archive block).
+    public var batchSize: Int?
     public var include: [NamespacePattern] = []
     public var mapping: NamespaceMapping?
     public var drop = false
@@ -57,6 +63,8 @@ public struct RestoreSummary: Codable {
     public var eventsSuperseded: Int64
     public var indexes: Int
     public var consistentClusterTime: String
+    /// Change log segments replayed after the snapshot (a point-in-time restore).
+    public var changeSegments: Int = 0
     public var seconds: Double
     /// Values left encrypted because their key is missing or they failed authentication,
     /// counted per namespace; `undecryptableDetail` names field paths and key ids.
@@ -93,7 +101,11 @@ public final class RestoreRunner {
     public func run() throws -> RestoreSummary {
         let started = Date()
         let repo = try Repository(path: options.repository)
-        let manifest = try options.backupID.map { try repo.manifest($0) } ?? repo.latest()
+        var point: RestorePoint?
+        if let text = options.pointInTime {
+            point = try PointInTime.plan(repo, at: try PointInTimeTarget.parse(text), requested: text)
+        }
+        let manifest = try point?.base ?? options.backupID.map { try repo.manifest($0) } ?? repo.latest()
         // Metadata parses before anything in the target changes.
         let plans: [Plan] = try manifest.namespaces.compactMap { e in
             guard let ns = Namespace(e.namespace), let t = target(of: ns) else { return nil }
@@ -104,6 +116,7 @@ public final class RestoreRunner {
             let p = repo.segmentPath(backup: manifest.id, s)
             guard FileManager.default.fileExists(atPath: p) else { throw ArchiveError.missingSegment(p) }
         }
+        let changes = try point.map { try checkChanges($0, plans: plans, repo: repo) } ?? []
         let pool: ClientPool
         do {
             pool = try ClientPool(options.connection)
@@ -113,13 +126,14 @@ public final class RestoreRunner {
         }
         try pool.withClient { try prepare(plans, client: $0) }
         let loaded = try load(plans, manifest: manifest, repo: repo, pool: pool)
-        let (applied, superseded) = try pool.withClient { try replay(manifest, repo: repo, client: $0) }
+        let (applied, superseded) = try pool.withClient { try replay(manifest, changes: changes, through: point?.target, repo: repo, client: $0) }
         let indexes = try pool.withClient { try buildIndexes(plans, client: $0) }
         var summary = RestoreSummary(
             backup: manifest.id,
             namespaces: Dictionary(uniqueKeysWithValues: plans.map { ($0.source.description, $0.target.description) }),
             documents: loaded, eventsApplied: applied, eventsSuperseded: superseded, indexes: indexes,
-            consistentClusterTime: manifest.clusterTime.end.description, seconds: Date().timeIntervalSince(started))
+            consistentClusterTime: (point?.target ?? manifest.clusterTime.end).description, seconds: Date().timeIntervalSince(started))
+        summary.changeSegments = changes.count
         summary.decrypted = options.decryptor != nil
         summary.undecryptable = failures.counts
         summary.undecryptableDetail = failures.details
@@ -163,6 +177,12 @@ public final class RestoreRunner {
         } catch let e as MongoError {
             throw RestoreError.failed(namespace: target.description, reason: e.message)
         }
+    }
+
+    /// A block in bulks of at most `batchSize` documents.
+    func insert(_ block: Block, into target: Namespace, client: Client, ordered: Bool, batchSize: Int?) throws {
+        guard let n = batchSize, n < block.recordCount else { return try insert(block, into: target, client: client, ordered: ordered) }
+        for part in block.split(every: n) { try insert(part, into: target, client: client, ordered: ordered) }
     }
 
     /// Decrypts one record (a document or an event) unless loading ciphertext as is.
@@ -270,7 +290,7 @@ public final class RestoreRunner {
                     while let w = state.queue.take() {
                         if state.failed != nil { continue }
                         do {
-                            try self.insert(w.block, into: w.target, client: client, ordered: false)
+                            try self.insert(w.block, into: w.target, client: client, ordered: false, batchSize: self.options.batchSize)
                             let (total, report) = state.add(w.block.recordCount)
                             if report { progress?(RestoreProgress(documents: total, expectedDocuments: expected)) }
                         } catch {
@@ -307,7 +327,7 @@ public final class RestoreRunner {
                 for s in p.entry.segments {
                     let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
                     while let block = try reader.nextBlock() {
-                        try self.insert(block, into: p.target, client: client, ordered: true)
+                        try self.insert(block, into: p.target, client: client, ordered: true, batchSize: self.options.batchSize)
                         inserted += Int64(block.recordCount)
                     }
                     try RestoreRunner.checkWhole(reader, s)
@@ -318,21 +338,49 @@ public final class RestoreRunner {
         return inserted
     }
 
-    func replay(_ manifest: Manifest, repo: Repository, client: Client) throws -> (applied: Int64, superseded: Int64) {
-        let applier = EventApplier(client: client, logger: logger) { self.target(of: $0) }
-        for s in manifest.events.segments {
-            let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
-            while let block = try reader.nextBlock() {
-                try block.forEachRecord { raw in
-                    var event = Document(trusted: Array(raw))
-                    // The consistent point bounds the replay, whatever the capture wrote.
-                    if let ts = event["clusterTime"]?.timestampValue, ts > manifest.clusterTime.end { return }
-                    let ns = event["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "?"
-                    if let opened = try self.open(raw, namespace: ns) { event = opened }
-                    try applier.apply(event)
-                }
+    /// The change segments a point-in-time restore reads, checked before the target changes:
+    /// the log must have followed every restored namespace, and each segment must be whole.
+    func checkChanges(_ point: RestorePoint, plans: [Plan], repo: Repository) throws -> [(path: String, info: SegmentInfo)] {
+        guard !point.changes.isEmpty else { return [] }
+        let followed = try (point.followed ?? []).map(NamespacePattern.init)
+        if let missed = plans.first(where: { !followed.matches($0.source) }) {
+            throw ArchiveError.notRestorable(target: point.target.description,
+                                             reason: "the change log does not follow \(missed.source) (it follows \(followed.map(\.description).joined(separator: ", ")))",
+                                             windows: [])
+        }
+        let log = ChangeLog(repository: repo)
+        return try point.changes.map { e in
+            let path = log.segmentPath(e)
+            guard let info = e.segment, FileManager.default.fileExists(atPath: path) else { throw ArchiveError.missingSegment(path) }
+            guard let h = RestoreRunner.fileHash(path), h == info.sha256 else {
+                throw ArchiveError.damaged(segment: path, offset: 0, reason: "file hash differs from its change log entry")
             }
-            try RestoreRunner.checkWhole(reader, s)
+            return (path, info)
+        }
+    }
+
+    /// The snapshot's events up to its consistent point, then, for a point in time, the change
+    /// log's events after that point up to the target.
+    func replay(_ manifest: Manifest, changes: [(path: String, info: SegmentInfo)], through target: ClusterTime?,
+                repo: Repository, client: Client) throws -> (applied: Int64, superseded: Int64) {
+        let applier = EventApplier(client: client, logger: logger) { self.target(of: $0) }
+        let t1 = manifest.clusterTime.end
+        let own = manifest.events.segments.map { (repo.segmentPath(backup: manifest.id, $0), $0) }
+        for (segments, after, upTo) in [(own, nil, t1), (changes, t1, target ?? t1)] as [([(String, SegmentInfo)], ClusterTime?, ClusterTime)] {
+            for (path, info) in segments {
+                let reader = try SegmentReader(path: path)
+                while let block = try reader.nextBlock() {
+                    try block.forEachRecord { raw in
+                        var event = Document(trusted: Array(raw))
+                        // The consistent point (or the target) bounds the replay, whatever the log holds.
+                        if let ts = event["clusterTime"]?.timestampValue, ts > upTo || (after.map { ts <= $0 } ?? false) { return }
+                        let ns = event["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "?"
+                        if let opened = try self.open(raw, namespace: ns) { event = opened }
+                        try applier.apply(event)
+                    }
+                }
+                try RestoreRunner.checkWhole(reader, info)
+            }
         }
         try applier.flush()
         if applier.superseded > 0 {
@@ -340,6 +388,14 @@ public final class RestoreRunner {
                           metadata: ["count": "\(applier.superseded)", "backup": "\(manifest.id)"])
         }
         return (applier.applied, applier.superseded)
+    }
+
+    static func fileHash(_ path: String) -> String? {
+        guard let f = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? f.close() }
+        let h = SHA256()
+        while let chunk = try? f.read(upToCount: 1 << 20), !chunk.isEmpty { h.update([UInt8](chunk)) }
+        return h.finalize().hexString
     }
 
     /// After a segment's last block: the whole file must match the manifest's hash.

@@ -25,5 +25,5 @@ struct Ciphertail: ParsableCommand {
         refused, wrong master key), 64 bad usage or configuration.
         """,
         version: "0.1.0 (archive format 1)",
-        subcommands: [BackupCommand.self, RestoreCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self])
+        subcommands: [BackupCommand.self, TailCommand.self, RestoreCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self])
 }

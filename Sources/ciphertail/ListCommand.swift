@@ -5,8 +5,13 @@ import Foundation
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "List the backups in a repository.",
-        discussion: "Shows each backup's id, consistent cluster time, namespaces, documents and sizes. --json prints the manifests.")
+        abstract: "List the backups, the change log and the restorable windows of a repository.",
+        discussion: """
+        Shows each backup's id, consistent cluster time, namespaces, documents and sizes; the \
+        change log's covered stretches and gaps; and the windows a point-in-time restore \
+        (restore --at) can reach: from a base snapshot's consistent point to the end of the \
+        unbroken change log after it. --json prints the manifests, the coverage and the windows.
+        """)
 
     @OptionGroup var common: CommonOptions
 
@@ -20,9 +25,12 @@ struct ListCommand: ParsableCommand {
             }
             let repository = try Repository(path: path)
             let (manifests, unreadable) = repository.listBackups()
+            let coverage = ChangeLog(repository: repository).coverage()
+            let windows = PointInTime.windows(repository)
             if common.json {
                 try printJSON(ListOutput(backups: manifests, unreadable: unreadable.map { ["id": $0.id, "error": "\($0.error)"] },
-                                         incomplete: repository.incompleteBackupIDs()))
+                                         incomplete: repository.incompleteBackupIDs(), changeLog: coverage.intervals,
+                                         breaks: coverage.breaks, windows: windows))
                 return
             }
             if manifests.isEmpty { print("no backups in \(repository.path)") }
@@ -36,6 +44,17 @@ struct ListCommand: ParsableCommand {
             }
             for (id, error) in unreadable { print("\(id)  UNREADABLE: \(error)") }
             for id in repository.incompleteBackupIDs() { print("\(id)  incomplete (interrupted; not restorable)") }
+            if !coverage.intervals.isEmpty || !coverage.breaks.isEmpty {
+                print("change log:")
+                for c in coverage.intervals {
+                    print("    \(PointInTimeTarget.describe(c.from)) to \(PointInTimeTarget.describe(c.to))  entries \(c.firstSequence)-\(c.lastSequence)")
+                }
+                for b in coverage.breaks { print("    break at \(b)") }
+            }
+            if !windows.isEmpty {
+                print("restorable (restore --at):")
+                for w in windows { print("    \(w)") }
+            }
         }
     }
 }
@@ -44,4 +63,7 @@ struct ListOutput: Encodable {
     var backups: [Manifest]
     var unreadable: [[String: String]]
     var incomplete: [String]
+    var changeLog: [Coverage]
+    var breaks: [ChainBreak]
+    var windows: [RestorableWindow]
 }

@@ -13,9 +13,14 @@ struct RestoreCommand: ParsableCommand {
         discussion: """
         Recreates each collection with its options, loads the documents with parallel bulk \
         inserts, replays the captured change events to the backup's consistent cluster time, \
-        and builds the indexes. Refuses collections that already hold data unless --drop.
+        and builds the indexes. Refuses collections that already hold data unless --drop. \
+        With --at, restores to a point in time: the newest base snapshot before it, then the \
+        change log (`ciphertail tail`) up to and including it; `ciphertail list` shows what is \
+        restorable. Running the same restore again with --drop ends in the same state.
 
         Examples:
+          ciphertail restore --repo /srv/ct --uri ... --at 2026-11-22T17:12:00Z --drop
+          ciphertail restore --repo /srv/ct --uri ... --at 1795367540:3 --ns shop.orders
           ciphertail restore --repo /srv/ct --uri 'mongodb://127.0.0.1:27017/?replicaSet=rs0'
           ciphertail restore --repo /srv/ct --uri ... --backup 20261122T020000Z-1a2b3c4d \\
               --ns-from 'shop.*' --ns-to 'shop_restored.*' --drop
@@ -32,6 +37,9 @@ struct RestoreCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Backup id (default: the newest).", valueName: "id"))
     var backup: String?
 
+    @Option(help: ArgumentHelp("Point in time: an ISO 8601 time (2026-11-22T17:12:00Z, the whole second included), a cluster time T:I, or a resume token.", valueName: "time"))
+    var at: String?
+
     @Option(help: ArgumentHelp("Only restore namespaces matching db.coll or db.* (repeatable).", valueName: "pattern"))
     var ns: [String] = []
 
@@ -47,6 +55,9 @@ struct RestoreCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Parallel insert workers (default 4).", valueName: "n"))
     var workers: Int?
 
+    @Option(name: .customLong("batch-size"), help: ArgumentHelp("Documents per bulk insert (default: one archive block, about 1 MiB).", valueName: "n"))
+    var batchSize: Int?
+
     @OptionGroup var keys: KeyOptions
 
     @Flag(name: .customLong("keep-encrypted"), help: "Load protected fields as ciphertext: the target never sees plaintext. Drivers with the same key vault and master key can read them.")
@@ -58,6 +69,8 @@ struct RestoreCommand: ParsableCommand {
     func validate() throws {
         if (nsFrom == nil) != (nsTo == nil) { throw ValidationError("--ns-from and --ns-to go together") }
         if let w = workers, w < 1 { throw ValidationError("--workers must be at least 1") }
+        if let b = batchSize, b < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if at != nil && backup != nil { throw ValidationError("--at picks its own base snapshot: give --at or --backup, not both") }
     }
 
     func run() throws {
@@ -68,6 +81,8 @@ struct RestoreCommand: ParsableCommand {
             guard let repo = settings.repo else { throw ValidationError("no repository: give --repo or archive.repo in the pipeline file") }
             var options = RestoreOptions(connection: ConnectionString(uri), repository: repo)
             options.backupID = backup
+            options.pointInTime = at
+            options.batchSize = batchSize ?? file.restore?.batchSize
             options.include = try ns.map(NamespacePattern.init)
             if let nsFrom, let nsTo { options.mapping = try NamespaceMapping(from: nsFrom, to: nsTo) }
             options.drop = drop
@@ -87,6 +102,7 @@ struct RestoreCommand: ParsableCommand {
             } else {
                 print("restored backup \(summary.backup): \(summary.documents) documents, \(summary.eventsApplied) events replayed"
                       + (summary.eventsSuperseded > 0 ? " (\(summary.eventsSuperseded) superseded)" : "") + ", "
+                      + (summary.changeSegments > 0 ? "\(summary.changeSegments) change segments, " : "")
                       + "\(summary.indexes) indexes, consistent at cluster time \(summary.consistentClusterTime)")
                 for (from, to) in summary.namespaces.sorted(by: { $0.key < $1.key }) {
                     print("  \(from) -> \(to)" + (summary.undecryptable[to].map { "  (\($0) values left encrypted)" } ?? ""))

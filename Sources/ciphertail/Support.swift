@@ -79,7 +79,8 @@ func classify(_ error: Error) -> (Int32, String) {
         }
     case let e as ArchiveError:
         switch e {
-        case .unknownBackup, .notARepository: return (Exit.notFound, e.description)
+        case .unknownBackup, .notARepository, .notRestorable: return (Exit.notFound, e.description)
+        case .locked: return (Exit.refused, e.description)
         default: return (Exit.damaged, e.description)
         }
     case let e as FileError: return (Exit.fileSystem, e.description)

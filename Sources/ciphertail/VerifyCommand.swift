@@ -9,7 +9,9 @@ struct VerifyCommand: ParsableCommand {
         discussion: """
         Checks each segment's header, every block checksum, decompression, record framing and \
         BSON structure, the footer, and the manifest's whole-file hashes and counts. Exits 6 and \
-        names the segment and byte offset of any damage. Without --backup, verifies all backups.
+        names the segment and byte offset of any damage. Without --backup, verifies all backups \
+        and the change log (every entry, the chain of entry hashes, every change segment); \
+        recorded gaps are listed but are not damage.
         """)
 
     @OptionGroup var common: CommonOptions
@@ -50,6 +52,19 @@ struct VerifyCommand: ParsableCommand {
                 if !common.json {
                     print("\(m.id): \(report.ok ? "ok" : "DAMAGED")  \(report.segments) segments, \(report.blocks) blocks, \(report.records) records")
                     for p in report.problems { print("  \(p)") }
+                }
+            }
+            if backup == nil && !ChangeLog(repository: repository).sequences().isEmpty {
+                let progress = ProgressLine(enabled: !common.json)
+                let (report, gaps) = Verifier.verifyChangeLog(repository) { done in
+                    progress.update("verify change log", done: Double(done), total: nil)
+                }
+                progress.finish()
+                reports.append(report)
+                if !common.json {
+                    print("change log: \(report.ok ? "ok" : "DAMAGED")  \(report.segments) segments, \(report.blocks) blocks, \(report.records) events")
+                    for p in report.problems { print("  \(p)") }
+                    for g in gaps { print("  recorded gap: \(g)") }
                 }
             }
             if common.json { try printJSON(reports) }

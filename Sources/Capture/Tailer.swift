@@ -1,0 +1,578 @@
+import Archive
+import BSON
+import FieldCrypto
+import Foundation
+import Logging
+import Mongo
+
+/// What the tailer does with an event the server cannot deliver (over 16 MB with its full
+/// document; MongoDB 6.0 has no `$changeStreamSplitLargeEvent`).
+public enum LargeEventPolicy: String, Sendable {
+    /// Stop with an error naming the namespace and document key.
+    case stop
+    /// Record a gap at the event's cluster time, skip it, and take a fresh base snapshot.
+    case gap
+}
+
+public struct TailOptions {
+    public var connection: ConnectionString
+    public var repository: String
+    public var namespaces: [NamespacePattern] = []
+    /// Never captured: the key vault collection when the keys live in MongoDB.
+    public var excludedNamespaces: Set<Namespace> = []
+    public var compressionLevel: Int32 = 3
+    /// A segment closes at this much record data...
+    public var segmentBytes = 64 << 20
+    /// ...or this long after its first event arrived: the bound on how far the durable log
+    /// trails the cluster while it is written to.
+    public var segmentSeconds: Double = 1
+    /// While nothing happens, an empty segment every this often moves the covered time forward.
+    public var idleSeconds: Double = 60
+    public var protector: DocumentProtector?
+    public var onLargeEvent: LargeEventPolicy = .stop
+    /// Take a base snapshot when the log has none to start from (first run, after a gap).
+    public var baseSnapshots = true
+    public var maxBackoffSeconds: Double = 30
+    /// Stop once the log is durable up to this cluster time (and any base snapshot is done).
+    public var until: ClusterTime?
+    /// Polled between events: true ends the run after the open segment is committed.
+    public var shouldStop: @Sendable () -> Bool = { false }
+    /// After each committed segment: the entry, and each event's lag in seconds from its
+    /// `wallTime` on the server to the moment the segment was durable.
+    public var onCommit: ((ChangeEntry, [Double]) -> Void)?
+    /// Gaps, oversized events, failed snapshots, retries: things an operator must hear about.
+    public var onAlert: ((TailAlert) -> Void)?
+    /// Settings for the base snapshots (compression, segment sizes); namespaces, exclusions
+    /// and the protector are the tailer's own.
+    public var snapshotSettings: (inout BackupOptions) -> Void = { _ in }
+
+    public init(connection: ConnectionString, repository: String) {
+        self.connection = connection
+        self.repository = repository
+    }
+}
+
+public struct TailAlert: Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable { case gap, largeEvent, snapshotFailed, retrying, keysUnavailable }
+    public var kind: Kind
+    public var message: String
+    public var description: String { "\(kind.rawValue): \(message)" }
+}
+
+public struct TailSummary: Codable, Sendable {
+    public var segments: Int = 0
+    public var events: Int64 = 0
+    public var gaps: Int = 0
+    public var snapshots: [String] = []
+    public var resumedFrom: String?
+    public var coveredTo: String?
+    public var lagSecondsP50: Double?
+    public var lagSecondsP99: Double?
+    public var lagSecondsMax: Double?
+    public var seconds: Double = 0
+}
+
+/// Follows a change stream into the repository's change log (docs/FORMAT.md, "The change
+/// log"). Events are encrypted by the protector, gathered into a change segment, and the
+/// segment is committed (segment durable, then its entry) when it is full or old enough. The
+/// entry holds the resume token, so the log itself is the checkpoint: a crash at any moment
+/// leaves a log that ends at a committed entry, and the next run continues after it.
+public final class Tailer {
+    let options: TailOptions
+    let logger: Logger
+
+    public init(_ options: TailOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    enum Scope: Equatable {
+        case cluster
+        case database(String)
+        case collection(Namespace)
+
+        var name: String {
+            switch self {
+            case .cluster: "cluster"
+            case .database: "database"
+            case .collection: "collection"
+            }
+        }
+
+        /// Where a stream goes after an invalidate (a drop, rename or dropDatabase).
+        var wider: Scope {
+            switch self {
+            case .collection(let ns): .database(ns.database)
+            case .database, .cluster: .cluster
+            }
+        }
+    }
+
+    /// The narrowest stream that sees every followed namespace.
+    static func naturalScope(_ patterns: [NamespacePattern]) -> Scope {
+        guard patterns.count == 1, let p = patterns.first, p.database != "*" else { return .cluster }
+        return p.collection == "*" ? .database(p.database) : .collection(Namespace(database: p.database, collection: p.collection))
+    }
+
+    static func scope(named name: String?, patterns: [NamespacePattern]) -> Scope {
+        let natural = naturalScope(patterns)
+        switch (name, natural) {
+        case ("database", .collection(let ns)): return .database(ns.database)
+        case ("cluster", _): return .cluster
+        default: return natural
+        }
+    }
+
+    /// Errors after which the stream cannot continue from its token: the history is gone
+    /// (286 ChangeStreamHistoryLost), the token is not valid (260), or the stream failed for
+    /// good (280).
+    static let historyLostCodes: Set<UInt32> = [286, 260, 280]
+    /// Errors that retrying cannot fix: no privileges, no replica set, a bad pipeline.
+    static let fatalCodes: Set<UInt32> = [13, 40573, 40324, 15959, 9, 2]
+
+    // The run's state; one thread (run's) touches it, the snapshot thread only `snapshot*`.
+    private var writer: ChangeLogWriter!
+    private var repo: Repository!
+    private var pool: ClientPool!
+    private var patterns: [String] = []
+    private var lineage = UUID().uuidString.lowercased()
+    private var scope: Scope = .cluster
+    /// Where the next stream starts: after a token, or at a cluster time (inclusive).
+    private var resumeToken: Document?
+    private var startAt: ClusterTime?
+    /// Every change up to here is durable in the log (nil: nothing yet in this line).
+    private var coveredTo: ClusterTime?
+    /// First cluster time of the open segment.
+    private var segmentFrom: ClusterTime!
+    private var segment: SegmentWriter?
+    private var segmentEvents = 0
+    private var segmentOpened = Date()
+    private var firstEventAt: Date?
+    private var segmentFirstEvent: ClusterTime?
+    private var lastEventTime: ClusterTime?
+    private var lastTxn: String?
+    private var wallTimes: [Double] = []
+    private var lastCommit = Date()
+    private var lags: [Double] = []
+    private var summary = TailSummary()
+    private let snapshotLock = NSLock()
+    private var snapshotThread: Thread?
+    private var snapshotRunning = false
+    private var snapshotNeeded = false
+    private var snapshotRetryAfter = Date.distantPast
+
+    public func run() throws -> TailSummary {
+        let started = Date()
+        do {
+            pool = try ClientPool(options.connection)
+            let hello = try pool.withClient { try $0.runCommand(["hello": 1]) }
+            guard hello["setName"] != nil || hello["msg"]?.stringValue == "isdbgrid" else {
+                throw CaptureError.notReplicaSet(hosts: options.connection.hosts)
+            }
+        } catch let e as MongoError {
+            throw CaptureError.unreachable(hosts: options.connection.hosts, reason: e.message)
+        }
+        repo = try Repository(path: options.repository, create: true)
+        writer = try ChangeLogWriter(repository: repo)
+        patterns = options.namespaces.map(\.description)
+        try resumeOrStart()
+        defer { waitForSnapshot() }
+        var backoff = 0.25
+        var attempts = 0
+        while !stopRequested() {
+            do {
+                let stream = try openStream()
+                attempts = 0
+                backoff = 0.25
+                startSnapshotIfNeeded()
+                try follow(stream)
+            } catch let e as MongoError where Tailer.historyLostCodes.contains(e.code) {
+                try recordGapAndRestart(reason: "the change stream cannot resume: \(e.message)", code: Int(e.code))
+            } catch let e as MongoError where e.code == 10334 {
+                try oversizedEvent(e)
+            } catch let e as MongoError where Tailer.fatalCodes.contains(e.code) && !e.isNetworkError {
+                try commitSegment(pbrt: nil)
+                throw CaptureError.changeStream(reason: e.message)
+            } catch let e as MongoError {
+                // Network errors, a step-down, a restart: resume from the last token after a pause.
+                attempts += 1
+                let message = "change stream failed (attempt \(attempts)), resuming in \(String(format: "%.1f", backoff)) s: \(e.message)"
+                logger.warning("\(message)")
+                if attempts == 1 || attempts % 10 == 0 { options.onAlert?(TailAlert(kind: .retrying, message: message)) }
+                sleepUnlessStopped(backoff)
+                backoff = min(options.maxBackoffSeconds, backoff * 2)
+            }
+        }
+        try commitSegment(pbrt: nil)
+        waitForSnapshot()
+        summary.seconds = Date().timeIntervalSince(started)
+        summary.coveredTo = coveredTo?.description
+        if !lags.isEmpty {
+            lags.sort()
+            summary.lagSecondsP50 = lags[lags.count / 2]
+            summary.lagSecondsP99 = lags[min(lags.count - 1, Int(Double(lags.count) * 0.99))]
+            summary.lagSecondsMax = lags.last
+        }
+        return summary
+    }
+
+    // MARK: Where to start
+
+    private func resumeOrStart() throws {
+        if let (last, _) = writer.last, last.namespaces == patterns {
+            switch last.kind {
+            case .segment:
+                if let json = last.resumeToken, let token = try? Document(json: json) {
+                    lineage = last.lineage
+                    resumeToken = token
+                    coveredTo = last.to
+                    scope = Tailer.scope(named: last.scope, patterns: options.namespaces)
+                    summary.resumedFrom = last.to.description
+                    logger.notice("resuming the change log", metadata: ["after": "\(last.to)", "entry": "\(last.sequence)"])
+                    snapshotNeeded = options.baseSnapshots && !hasBaseSnapshot()
+                    return
+                }
+            case .gap:
+                // The gap's end is where the last run restarted; continue from there.
+                startAt = last.to.successor
+                scope = Tailer.naturalScope(options.namespaces)
+                snapshotNeeded = options.baseSnapshots && !hasBaseSnapshot(from: last.to.successor)
+                return
+            }
+        }
+        let now = try currentClusterTime()
+        startAt = now
+        scope = Tailer.naturalScope(options.namespaces)
+        snapshotNeeded = options.baseSnapshots
+        logger.notice("starting a new change log line", metadata: ["at": "\(now)"])
+    }
+
+    private func currentClusterTime() throws -> ClusterTime {
+        guard let t = try pool.withClient({ try $0.runCommand(["ping": 1]) })["operationTime"]?.timestampValue else {
+            throw CaptureError.changeStream(reason: "the server reply carries no operationTime")
+        }
+        return t
+    }
+
+    /// A snapshot whose consistent point lies inside the unbroken log that reaches `coveredTo`.
+    private func hasBaseSnapshot(from: ClusterTime? = nil) -> Bool {
+        let start: ClusterTime
+        if let from { start = from } else {
+            guard let covered = coveredTo,
+                  let c = ChangeLog.interval(containing: covered, in: writer.log.coverage().intervals) else { return false }
+            start = c.from
+        }
+        return repo.listBackups().manifests.contains { $0.clusterTime.end >= start.predecessor }
+    }
+
+    // MARK: The stream
+
+    private func openStream() throws -> ChangeStream {
+        var o = DocumentBuilder()
+        if let token = resumeToken {
+            o.append("startAfter", .document(token))
+        } else if let at = startAt {
+            o.append("startAtOperationTime", .timestamp(at))
+        }
+        o.append("fullDocument", "updateLookup")
+        o.append("fullDocumentBeforeChange", "whenAvailable")
+        o.append("maxAwaitTimeMS", .int32(Int32(max(50, min(500, options.segmentSeconds * 250)))))
+        o.append("batchSize", 1000)
+        let filter = BackupRunner.changeStreamFilter(namespaces: options.namespaces, excluded: options.excludedNamespaces)
+        let pipeline: [Document] = [["$match": .document(filter)]]
+        // Its own client: the stream keeps it for as long as it lives.
+        let client = try Client(options.connection, appName: "ciphertail-tail")
+        let stream: ChangeStream
+        switch scope {
+        case .cluster: stream = try client.watch(pipeline: pipeline, options: o.document)
+        case .database(let db): stream = try client.database(db).watch(pipeline: pipeline, options: o.document)
+        case .collection(let ns): stream = try client.collection(ns).watch(pipeline: pipeline, options: o.document)
+        }
+        if segment == nil {
+            segmentFrom = coveredTo?.successor ?? startAt ?? ResumeToken.clusterTime(resumeToken ?? Document()) ?? ClusterTime(t: 0, i: 0)
+        }
+        return stream
+    }
+
+    private func follow(_ stream: ChangeStream) throws {
+        while !stopRequested() {
+            if let until = options.until, let covered = coveredTo, covered >= until, !snapshotBusy() {
+                reachedUntil = true
+                return
+            }
+            startSnapshotIfNeeded()
+            guard let event = try stream.next() else {
+                try idle(stream.resumeToken)
+                continue
+            }
+            let ts = event["clusterTime"]?.timestampValue ?? lastEventTime ?? segmentFrom!
+            let txn = Tailer.transactionKey(event, ts)
+            if segment != nil && segmentEvents > 0 && (txn == nil || txn != lastTxn) && rotationDue() {
+                try commitSegment(pbrt: nil)
+            }
+            let sealed = try seal(event)
+            if segment == nil { try openSegment() }
+            try segment!.append(sealed.bytes)
+            segmentEvents += 1
+            if firstEventAt == nil { firstEventAt = Date() }
+            if segmentFirstEvent == nil { segmentFirstEvent = ts }
+            lastEventTime = ts
+            lastTxn = txn
+            if let token = event["_id"]?.documentValue { resumeToken = token; startAt = nil }
+            if case .datetime(let ms)? = event["wallTime"] { wallTimes.append(Double(ms) / 1000) }
+            if event["operationType"]?.stringValue == "invalidate" {
+                // The stream is over: make the invalidate durable, then follow the wider scope
+                // from right after it (startAfter accepts an invalidate token).
+                let wider = scope.wider
+                logger.notice("change stream invalidated; continuing at a wider scope",
+                              metadata: ["from": "\(scope.name)", "to": "\(wider.name)"])
+                scope = wider
+                try commitSegment(pbrt: nil)
+                return
+            }
+        }
+    }
+
+    /// Transactions stay in one segment: their events share the commit's cluster time and the
+    /// session's lsid and txnNumber.
+    static func transactionKey(_ event: Document, _ ts: ClusterTime) -> String? {
+        guard let txn = event["txnNumber"], let lsid = event["lsid"]?.documentValue else { return nil }
+        return "\(ts)/\(lsid.canonicalJSON)/\(txn)"
+    }
+
+    private func rotationDue() -> Bool {
+        guard let segment else { return false }
+        if segment.pendingRecordBytes >= options.segmentBytes { return true }
+        if let first = firstEventAt, Date().timeIntervalSince(first) >= options.segmentSeconds { return true }
+        return false
+    }
+
+    /// No event within maxAwaitTimeMS: the post-batch token says how far the server has looked.
+    private func idle(_ pbrt: Document?) throws {
+        if segmentEvents > 0 {
+            if rotationDue() { try commitSegment(pbrt: pbrt) }
+            return
+        }
+        guard let pbrt, let seen = ResumeToken.clusterTime(pbrt) else { return }
+        let covered = coveredTo ?? segmentFrom!.predecessor
+        if seen.predecessor > covered, Date().timeIntervalSince(lastCommit) >= options.idleSeconds
+            || (options.until.map { covered < $0 && seen.predecessor >= $0 } ?? false) {
+            try commitSegment(pbrt: pbrt)
+        }
+    }
+
+    /// Encrypts the event's protected fields. Keys that cannot be reached pause the capture
+    /// (the event waits, nothing is written in clear) until they come back or the run stops.
+    private func seal(_ event: Document) throws -> Document {
+        guard let protector = options.protector else { return event }
+        var pause = 0.5
+        while true {
+            do {
+                return try protector.protectEvent(event)
+            } catch let e as FieldCryptoError {
+                switch e {
+                case .keyVault, .masterKey, .masterKeyMismatch, .kms:
+                    let message = "encryption keys unavailable, capture paused (nothing is written in clear): \(e)"
+                    logger.error("\(message)")
+                    options.onAlert?(TailAlert(kind: .keysUnavailable, message: message))
+                    if stopRequested() { throw e }
+                    sleepUnlessStopped(pause)
+                    pause = min(options.maxBackoffSeconds, pause * 2)
+                default:
+                    throw e
+                }
+            }
+        }
+    }
+
+    private func openSegment() throws {
+        segment = try writer.openSegment(level: options.compressionLevel)
+        segmentEvents = 0
+        segmentOpened = Date()
+        firstEventAt = nil
+        segmentFirstEvent = nil
+        wallTimes = []
+        if segmentFrom == nil { segmentFrom = coveredTo?.successor ?? startAt ?? ClusterTime(t: 0, i: 0) }
+    }
+
+    /// Makes the open segment durable, then its entry; only then does the log (and so the
+    /// resume point) move. With `pbrt`, the post-batch token of an idle stream, the entry also
+    /// covers the quiet time up to it.
+    private func commitSegment(pbrt: Document?) throws {
+        if segment == nil {
+            guard pbrt != nil else { return }
+            try openSegment()
+        }
+        var to = lastEventTime ?? coveredTo ?? segmentFrom.predecessor
+        var token = resumeToken
+        if let pbrt, let seen = ResumeToken.clusterTime(pbrt), seen.predecessor > to {
+            to = seen.predecessor
+            token = pbrt
+        }
+        let from = segmentFrom!
+        let protectedFields: [String: [String]]? = options.protector.map { p in
+            var out: [String: [String]] = [:]
+            for rule in p.rules { out[rule.namespace] = rule.fields.map(\.path) }
+            return out
+        }
+        let entry = try writer.commit(segment!) { e in
+            e.lineage = lineage
+            e.from = from
+            e.to = max(from.predecessor, to)
+            e.namespaces = patterns
+            e.resumeToken = token?.canonicalJSON
+            e.scope = scope.name
+            e.firstEvent = segmentFirstEvent
+            e.lastEvent = segmentEvents > 0 ? lastEventTime : nil
+            e.protectedFields = protectedFields
+        }
+        segment = nil
+        let durable = Double(entry.durableAtMillis) / 1000
+        let segmentLags = wallTimes.map { max(0, durable - $0) }
+        lags.append(contentsOf: segmentLags)
+        coveredTo = entry.to
+        segmentFrom = entry.to.successor
+        resumeToken = token
+        if token != nil { startAt = nil }
+        lastCommit = Date()
+        summary.segments += 1
+        summary.events += Int64(segmentEvents)
+        segmentEvents = 0
+        firstEventAt = nil
+        logger.debug("change segment committed", metadata: ["entry": "\(entry.sequence)", "events": "\(entry.events ?? 0)", "to": "\(entry.to)"])
+        options.onCommit?(entry, segmentLags)
+    }
+
+    // MARK: Faults
+
+    /// The stream cannot continue: what was captured is committed, the lost stretch is
+    /// recorded as a gap, and a new line starts now with a fresh base snapshot.
+    private func recordGapAndRestart(reason: String, code: Int?) throws {
+        try commitSegment(pbrt: nil)
+        let now = try currentClusterTime()
+        let from = coveredTo?.successor ?? segmentFrom ?? now
+        let entry = try writer.recordGap(lineage: lineage, from: from, to: max(from, now.predecessor), namespaces: patterns,
+                                         reason: reason, code: code)
+        summary.gaps += 1
+        let message = "history from \(entry.from) to \(entry.to) is not in the change log (\(reason)); restores cannot cross it; taking a new base snapshot"
+        logger.critical("\(message)")
+        options.onAlert?(TailAlert(kind: .gap, message: message))
+        lineage = UUID().uuidString.lowercased()
+        resumeToken = nil
+        startAt = now
+        coveredTo = nil
+        segmentFrom = now
+        lastEventTime = nil
+        scope = Tailer.naturalScope(options.namespaces)
+        snapshotLock.lock(); snapshotNeeded = options.baseSnapshots; snapshotLock.unlock()
+    }
+
+    /// An event over 16 MB: find which (a stream that projects the event down to its
+    /// identity gets past the limit), then stop or record a gap for it, as configured.
+    private func oversizedEvent(_ error: MongoError) throws {
+        var o = DocumentBuilder()
+        if let token = resumeToken { o.append("startAfter", .document(token)) } else if let at = startAt { o.append("startAtOperationTime", .timestamp(at)) }
+        o.append("maxAwaitTimeMS", 1000)
+        let filter = BackupRunner.changeStreamFilter(namespaces: options.namespaces, excluded: options.excludedNamespaces)
+        let pipeline: [Document] = [["$match": .document(filter)],
+                                    ["$project": ["operationType": 1, "ns": 1, "documentKey": 1, "clusterTime": 1]]]
+        let client = try Client(options.connection, appName: "ciphertail-tail")
+        let probe: Document?
+        switch scope {
+        case .cluster: probe = try client.watch(pipeline: pipeline, options: o.document).next()
+        case .database(let db): probe = try client.database(db).watch(pipeline: pipeline, options: o.document).next()
+        case .collection(let ns): probe = try client.collection(ns).watch(pipeline: pipeline, options: o.document).next()
+        }
+        let ns = probe?["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "(unknown)"
+        let key = probe?["documentKey"]?.documentValue.map { describeKey($0, namespace: ns) } ?? "(unknown)"
+        let ts = probe?["clusterTime"]?.timestampValue
+        let what = "a \(probe?["operationType"]?.stringValue ?? "change") event on \(ns), document \(key)" + (ts.map { ", cluster time \($0)" } ?? "")
+            + ", is larger than the server can deliver (16 MB with its full document)"
+        options.onAlert?(TailAlert(kind: .largeEvent, message: what))
+        guard options.onLargeEvent == .gap, let probe, let ts, let token = probe["_id"]?.documentValue else {
+            try commitSegment(pbrt: nil)
+            throw CaptureError.eventTooLarge(reason: what + (options.onLargeEvent == .gap ? "; it could not be identified, so no gap was recorded" : "; set tail.onLargeEvent: gap to record a gap and go on"))
+        }
+        // Everything before the event is kept; the event itself is the gap.
+        try commitSegment(pbrt: nil)
+        let from = coveredTo?.successor ?? segmentFrom ?? ts
+        let entry = try writer.recordGap(lineage: lineage, from: min(from, ts), to: ts, namespaces: patterns, reason: what, code: Int(error.code))
+        summary.gaps += 1
+        logger.critical("\(what); recorded as a gap (entry \(entry.sequence)); taking a new base snapshot")
+        lineage = UUID().uuidString.lowercased()
+        resumeToken = token
+        startAt = nil
+        coveredTo = ts
+        segmentFrom = ts.successor
+        lastEventTime = nil
+        snapshotLock.lock(); snapshotNeeded = options.baseSnapshots; snapshotLock.unlock()
+    }
+
+    /// A document key for an error message: its field names, and values only of fields that
+    /// no encryption rule protects.
+    private func describeKey(_ key: Document, namespace: String) -> String {
+        let protected: Set<String> = {
+            guard let p = options.protector, let ns = Namespace(namespace),
+                  let rule = p.rule(database: ns.database, collection: ns.collection) else { return [] }
+            return Set(rule.fields.map { String($0.path.split(separator: ".").first ?? "") })
+        }()
+        var b = DocumentBuilder()
+        for (k, v) in key.elements { b.append(k, protected.contains(k) ? .string("<protected>") : v) }
+        return b.document.relaxedJSON
+    }
+
+    // MARK: Base snapshots
+
+    private func startSnapshotIfNeeded() {
+        snapshotLock.lock()
+        defer { snapshotLock.unlock() }
+        guard snapshotNeeded, !snapshotRunning, Date() >= snapshotRetryAfter else { return }
+        snapshotNeeded = false
+        snapshotRunning = true
+        var b = BackupOptions(connection: options.connection, repository: options.repository)
+        options.snapshotSettings(&b)
+        b.namespaces = options.namespaces
+        b.excludedNamespaces = options.excludedNamespaces
+        b.protector = options.protector
+        let logger = self.logger
+        let t = Thread { [self] in
+            do {
+                let m = try BackupRunner(b, logger: logger).run()
+                logger.notice("base snapshot taken", metadata: ["backup": "\(m.id)", "consistentClusterTime": "\(m.clusterTime.end)"])
+                snapshotLock.lock(); summary.snapshots.append(m.id); snapshotLock.unlock()
+            } catch {
+                let message = "base snapshot failed, retrying in 60 s: \(error)"
+                logger.error("\(message)")
+                options.onAlert?(TailAlert(kind: .snapshotFailed, message: message))
+                snapshotLock.lock(); snapshotNeeded = true; snapshotRetryAfter = Date().addingTimeInterval(60); snapshotLock.unlock()
+            }
+            snapshotLock.lock(); snapshotRunning = false; snapshotLock.unlock()
+        }
+        t.name = "ciphertail.base-snapshot"
+        snapshotThread = t
+        t.start()
+    }
+
+    private func snapshotBusy() -> Bool {
+        snapshotLock.lock(); defer { snapshotLock.unlock() }
+        return snapshotRunning || snapshotNeeded
+    }
+
+    private func waitForSnapshot() {
+        while true {
+            snapshotLock.lock()
+            let running = snapshotRunning
+            snapshotLock.unlock()
+            if !running { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    private var reachedUntil = false
+    private func stopRequested() -> Bool { reachedUntil || options.shouldStop() }
+
+    private func sleepUnlessStopped(_ seconds: Double) {
+        let end = Date().addingTimeInterval(seconds)
+        while Date() < end && !stopRequested() { Thread.sleep(forTimeInterval: min(0.05, seconds)) }
+    }
+}

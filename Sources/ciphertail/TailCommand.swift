@@ -1,0 +1,149 @@
+import Archive
+import ArgumentParser
+import Capture
+import Dispatch
+import FieldCrypto
+import Foundation
+import Mongo
+import Pipeline
+
+struct TailCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tail",
+        abstract: "Follow the change stream into the repository's change log, for point-in-time restore.",
+        discussion: """
+        Follows a change stream (one collection, one database or the whole cluster, whichever \
+        is the narrowest that holds the --ns patterns) with full documents and, where a \
+        collection has them enabled, pre-images. Protected fields are encrypted as in backup. \
+        Events go into change segments that close by size or age; a segment and then its entry \
+        are made durable before the resume point moves, so a crash loses nothing and the next \
+        run continues right after the last entry. On first start (and after a gap) it takes a \
+        base snapshot, which is what `restore --at` starts from.
+
+        An invalidate (drop, rename, dropDatabase of the followed scope) is recorded and the \
+        stream continues one scope wider. When the server cannot resume the stream (history \
+        lost from the oplog, codes 286, 260, 280) the lost stretch is recorded as a gap, an \
+        alert is logged, and a fresh base snapshot is taken. Network errors and step-downs are \
+        retried with backoff from the last token. If the encryption keys become unavailable, \
+        capture pauses: nothing is ever written in clear.
+
+        Runs until SIGINT or SIGTERM (it commits the open segment, then exits 0), or with \
+        --until until the log is durable up to that time.
+
+        Examples:
+          ciphertail tail --pipeline pipelines/continuous.yaml
+          ciphertail tail --uri 'mongodb://127.0.0.1:27017/?replicaSet=rs0' --repo /srv/ct --ns 'shop.*'
+          ciphertail tail --pipeline pipelines/continuous.yaml --until 1795367540:3 --json
+        """)
+
+    @OptionGroup var common: CommonOptions
+
+    @Option(help: ArgumentHelp("MongoDB connection string of the source.", valueName: "uri"))
+    var uri: String?
+
+    @Option(help: ArgumentHelp("Repository folder (created on first use).", valueName: "dir"))
+    var repo: String?
+
+    @Option(help: ArgumentHelp("Namespace to follow: db.coll, db.* or *.coll (repeatable; default: all user databases).", valueName: "pattern"))
+    var ns: [String] = []
+
+    @Option(name: .customLong("segment-max-size"), help: ArgumentHelp("Close a change segment at this much event data (default 64MiB).", valueName: "size"))
+    var segmentMaxSize: String?
+
+    @Option(name: .customLong("segment-max-age"), help: ArgumentHelp("Close a change segment this many seconds after its first event (default 1): how far the durable log may trail the cluster.", valueName: "seconds"))
+    var segmentMaxAge: Double?
+
+    @Option(name: .customLong("idle-checkpoint"), help: ArgumentHelp("While idle, an empty segment every this many seconds moves the covered time forward (default 60).", valueName: "seconds"))
+    var idleCheckpoint: Double?
+
+    @Option(name: .customLong("on-large-event"), help: ArgumentHelp("An event over 16 MB: stop (default) or gap (record a gap, skip it, take a new base snapshot).", valueName: "policy"))
+    var onLargeEvent: String?
+
+    @Flag(name: .customLong("no-base-snapshot"), help: "Never take base snapshots (scheduled backups provide them).")
+    var noBaseSnapshot = false
+
+    @Option(help: ArgumentHelp("Exit once the log is durable up to this time (ISO 8601, T:I or a resume token) and any base snapshot is done.", valueName: "time"))
+    var until: String?
+
+    @Option(help: ArgumentHelp("zstd compression level (1-19, default 3).", valueName: "n"))
+    var level: Int?
+
+    @OptionGroup var keys: KeyOptions
+
+    func validate() throws {
+        if let p = onLargeEvent, LargeEventPolicy(rawValue: p) == nil { throw ValidationError("--on-large-event is stop or gap") }
+        if let a = segmentMaxAge, !(a >= 0.05) { throw ValidationError("--segment-max-age must be at least 0.05 seconds") }
+        if let s = segmentMaxSize, PipelineFile.parseSize(s) == nil { throw ValidationError("--segment-max-size: '\(s)' is not a size such as 16MiB") }
+    }
+
+    func run() throws {
+        try runReportingErrors {
+            let file = try common.loadPipeline()
+            let settings = file.resolve(uri: uri, namespaces: ns, repo: repo, level: level)
+            guard let uri = settings.uri else { throw ValidationError("no source: give --uri or source.uri in the pipeline file") }
+            guard let repo = settings.repo else { throw ValidationError("no repository: give --repo or archive.repo in the pipeline file") }
+            var options = TailOptions(connection: ConnectionString(uri), repository: repo)
+            options.namespaces = try settings.namespaces.map(NamespacePattern.init)
+            options.compressionLevel = Int32(settings.compressionLevel)
+            options.segmentBytes = (segmentMaxSize ?? file.tail?.segmentMaxSize).flatMap(PipelineFile.parseSize) ?? (64 << 20)
+            options.segmentSeconds = segmentMaxAge ?? file.tail?.segmentMaxAgeSeconds ?? 1
+            options.idleSeconds = idleCheckpoint ?? file.tail?.idleCheckpointSeconds ?? 60
+            options.onLargeEvent = LargeEventPolicy(rawValue: onLargeEvent ?? file.tail?.onLargeEvent ?? "stop") ?? .stop
+            options.baseSnapshots = !noBaseSnapshot && (file.tail?.baseSnapshot ?? true)
+            options.until = try until.map(PointInTimeTarget.parse)
+            options.snapshotSettings = { b in
+                b.compressionLevel = Int32(settings.compressionLevel)
+                b.blockBytes = settings.blockBytes
+                b.segmentBytes = settings.segmentBytes
+            }
+            let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile,
+                                                      kmip: keys.kmip.section)
+            var poller: KMIPStatePoller?
+            if let vault = keySettings?.excludedNamespace { options.excludedNamespaces.insert(vault) }
+            if let rules = file.encryption?.protectionRules(), !rules.isEmpty {
+                guard let keySettings else {
+                    throw ValidationError("the pipeline has encryption rules but names no key vault and master key")
+                }
+                let engine = try keySettings.openEngine()
+                poller = keySettings.startKeyStatePolling(engine, logger: common.makeLogger("kmip"))
+                options.protector = DocumentProtector(rules: rules, engine: engine)
+            }
+            defer { poller?.cancel() }
+            let stop = StopFlag()
+            let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { stop.set() }
+                source.resume()
+                return source
+            }
+            defer { signals.forEach { $0.cancel() } }
+            options.shouldStop = { stop.isSet }
+            let logger = common.makeLogger("tail")
+            options.onAlert = { alert in logger.warning("ALERT \(alert.kind.rawValue): \(alert.message)") }
+            let progress = ProgressLine(enabled: !common.json)
+            var events: Int64 = 0
+            options.onCommit = { entry, _ in
+                events += entry.events ?? 0
+                progress.update("tail: \(events) events, durable to \(entry.to)", done: nil, total: nil)
+            }
+            let summary = try Tailer(options, logger: logger).run()
+            progress.finish()
+            if common.json {
+                try printJSON(summary)
+            } else {
+                print("tail stopped: \(summary.events) events in \(summary.segments) segments, \(summary.gaps) gaps"
+                      + (summary.coveredTo.map { ", durable to \($0)" } ?? "")
+                      + (summary.snapshots.isEmpty ? "" : ", base snapshots \(summary.snapshots.joined(separator: ", "))"))
+            }
+        }
+    }
+}
+
+/// Set from a signal handler's queue, read by the tailer between events.
+final class StopFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.lock(); value = true; lock.unlock() }
+    var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+}
