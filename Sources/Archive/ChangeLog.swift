@@ -244,7 +244,7 @@ public final class ChangeLog {
 /// `changes/tail.lock` for its lifetime.
 public final class ChangeLogWriter {
     public let log: ChangeLog
-    private let lockFD: Int32
+    private var lockFD: Int32
     public private(set) var last: (entry: ChangeEntry, hash: String)?
 
     /// Takes the lock, removes what an interrupted writer left (segments without an entry,
@@ -256,7 +256,7 @@ public final class ChangeLogWriter {
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
         if fd < 0 { throw FileError(operation: "open", path: lockPath, errno: errno) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            close(fd)
+            Glibc.close(fd)
             throw ArchiveError.locked(path: lockPath)
         }
         lockFD = fd
@@ -268,7 +268,13 @@ public final class ChangeLogWriter {
         }
     }
 
-    deinit { close(lockFD) }
+    deinit { close() }
+
+    /// Releases the lock; the writer must not be used afterwards.
+    public func close() {
+        if lockFD >= 0 { Glibc.close(lockFD) }
+        lockFD = -1
+    }
 
     private func removeInterrupted() {
         let fm = FileManager.default

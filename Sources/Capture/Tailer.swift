@@ -156,7 +156,6 @@ public final class Tailer {
     private var lags: [Double] = []
     private var summary = TailSummary()
     private let snapshotLock = NSLock()
-    private var snapshotThread: Thread?
     private var snapshotRunning = false
     private var snapshotNeeded = false
     private var snapshotRetryAfter = Date.distantPast
@@ -174,6 +173,7 @@ public final class Tailer {
         }
         repo = try Repository(path: options.repository, create: true)
         writer = try ChangeLogWriter(repository: repo)
+        defer { writer.close() }
         patterns = options.namespaces.map(\.description)
         try resumeOrStart()
         defer { waitForSnapshot() }
@@ -222,16 +222,17 @@ public final class Tailer {
         if let (last, _) = writer.last, last.namespaces == patterns {
             switch last.kind {
             case .segment:
-                if let json = last.resumeToken, let token = try? Document(json: json) {
-                    lineage = last.lineage
-                    resumeToken = token
-                    coveredTo = last.to
-                    scope = Tailer.scope(named: last.scope, patterns: options.namespaces)
-                    summary.resumedFrom = last.to.description
-                    logger.notice("resuming the change log", metadata: ["after": "\(last.to)", "entry": "\(last.sequence)"])
-                    snapshotNeeded = options.baseSnapshots && !hasBaseSnapshot()
-                    return
-                }
+                // After the entry's token, or (an invalidate's token cannot start a wider
+                // stream) right after its last covered cluster time.
+                lineage = last.lineage
+                resumeToken = last.resumeToken.flatMap { try? Document(json: $0) }
+                startAt = resumeToken == nil ? last.to.successor : nil
+                coveredTo = last.to
+                scope = Tailer.scope(named: last.scope, patterns: options.namespaces)
+                summary.resumedFrom = last.to.description
+                logger.notice("resuming the change log", metadata: ["after": "\(last.to)", "entry": "\(last.sequence)"])
+                snapshotNeeded = options.baseSnapshots && !hasBaseSnapshot()
+                return
             case .gap:
                 // The gap's end is where the last run restarted; continue from there.
                 startAt = last.to.successor
@@ -278,8 +279,9 @@ public final class Tailer {
         o.append("fullDocumentBeforeChange", "whenAvailable")
         o.append("maxAwaitTimeMS", .int32(Int32(max(50, min(500, options.segmentSeconds * 250)))))
         o.append("batchSize", 1000)
+        // An invalidate has no `ns`: let it through, or the server closes the stream unseen.
         let filter = BackupRunner.changeStreamFilter(namespaces: options.namespaces, excluded: options.excludedNamespaces)
-        let pipeline: [Document] = [["$match": .document(filter)]]
+        let pipeline: [Document] = [["$match": ["$or": [.document(filter), ["operationType": "invalidate"]]]]]
         // Its own client: the stream keeps it for as long as it lives.
         let client = try Client(options.connection, appName: "ciphertail-tail")
         let stream: ChangeStream
@@ -322,11 +324,15 @@ public final class Tailer {
             if case .datetime(let ms)? = event["wallTime"] { wallTimes.append(Double(ms) / 1000) }
             if event["operationType"]?.stringValue == "invalidate" {
                 // The stream is over: make the invalidate durable, then follow the wider scope
-                // from right after it (startAfter accepts an invalidate token).
+                // from the next cluster time. (Its token would be refused there: a stream of
+                // another scope resumes from an invalidate token only with resumeAfter, which
+                // the server forbids after an invalidate.)
                 let wider = scope.wider
                 logger.notice("change stream invalidated; continuing at a wider scope",
                               metadata: ["from": "\(scope.name)", "to": "\(wider.name)"])
                 scope = wider
+                resumeToken = nil
+                startAt = ts.successor
                 try commitSegment(pbrt: nil)
                 return
             }
@@ -535,9 +541,10 @@ public final class Tailer {
         b.excludedNamespaces = options.excludedNamespaces
         b.protector = options.protector
         let logger = self.logger
+        let snapshotOptions = b
         let t = Thread { [self] in
             do {
-                let m = try BackupRunner(b, logger: logger).run()
+                let m = try BackupRunner(snapshotOptions, logger: logger).run()
                 logger.notice("base snapshot taken", metadata: ["backup": "\(m.id)", "consistentClusterTime": "\(m.clusterTime.end)"])
                 snapshotLock.lock(); summary.snapshots.append(m.id); snapshotLock.unlock()
             } catch {
@@ -549,7 +556,6 @@ public final class Tailer {
             snapshotLock.lock(); snapshotRunning = false; snapshotLock.unlock()
         }
         t.name = "ciphertail.base-snapshot"
-        snapshotThread = t
         t.start()
     }
 

@@ -1,0 +1,323 @@
+import Archive
+import BSON
+import Capture
+import Foundation
+import Mongo
+import Restore
+import TestSupport
+import XCTest
+
+/// A tailer running on its own thread in the test process.
+final class TailRun: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stopping = false
+    private var done = false
+    private(set) var summary: TailSummary?
+    private(set) var error: Error?
+    private(set) var alerts: [TailAlert] = []
+
+    init(_ configure: (inout TailOptions) -> Void, repo: String, uri: String = TestEnv.uri) {
+        var o = TailOptions(connection: ConnectionString(uri), repository: repo)
+        o.segmentSeconds = 0.3
+        o.maxBackoffSeconds = 1
+        o.idleSeconds = 0.5
+        configure(&o)
+        let onAlert = o.onAlert
+        o.onAlert = { [unowned self] a in lock.lock(); alerts.append(a); lock.unlock(); onAlert?(a) }
+        o.shouldStop = { [unowned self] in lock.lock(); defer { lock.unlock() }; return stopping }
+        let options = o
+        let t = Thread { [self] in
+            do {
+                let s = try Tailer(options, logger: testLogger).run()
+                lock.lock(); summary = s; lock.unlock()
+            } catch {
+                lock.lock(); self.error = error; lock.unlock()
+            }
+            lock.lock(); done = true; lock.unlock()
+        }
+        t.start()
+    }
+
+    var finished: Bool { lock.lock(); defer { lock.unlock() }; return done }
+
+    /// Asks it to stop and waits; throws what the run threw.
+    @discardableResult
+    func stop(timeout: TimeInterval = 120) throws -> TailSummary {
+        lock.lock(); stopping = true; lock.unlock()
+        try wait(timeout: timeout)
+        return summary!
+    }
+
+    func wait(timeout: TimeInterval = 120) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !finished {
+            if Date() > deadline { XCTFail("tailer did not stop"); return }
+            usleep(20_000)
+        }
+        if let error { throw error }
+    }
+}
+
+/// The cluster time of the last acknowledged write of this client's session.
+func operationTime(_ client: Client) throws -> ClusterTime {
+    try client.runCommand(["ping": 1])["operationTime"]!.timestampValue!
+}
+
+/// Waits until the change log is durable up to `time` (and, with `snapshot`, a base snapshot exists).
+func waitCovered(_ repo: String, _ time: ClusterTime, snapshot: Bool = true, timeout: TimeInterval = 60) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if let r = try? Repository(path: repo) {
+            let covered = ChangeLog(repository: r).coverage().intervals.last.map { $0.to >= time } ?? false
+            if covered && (!snapshot || !r.backupIDs().isEmpty) { return }
+        }
+        usleep(50_000)
+    }
+    XCTFail("the change log in \(repo) did not reach \(time) within \(timeout) s")
+}
+
+func restoreAt(_ repo: String, _ time: String, from: String, to: String, extra: [String] = []) -> CLIResult {
+    TestEnv.ciphertail(["restore", "--repo", repo, "--uri", TestEnv.uri, "--at", time, "--ns-from", from, "--ns-to", to, "--drop", "--json"] + extra)
+}
+
+final class TailTests: XCTestCase {
+    /// Tailing, then point-in-time restores to several moments: each equals the source as it
+    /// was at that moment, document by document.
+    func testPointInTimeRestoreToSeveralMoments() throws {
+        let src = TestEnv.uniqueName("tail_src"), dst = src + "_r"
+        defer { dropDatabases(src, dst) }
+        let client = try TestEnv.client()
+        let ns = Namespace(database: src, collection: "c")
+        try insert(client, ns, (0..<500).map { Document(["_id": .int32(Int32($0)), "v": .int32(Int32($0))]) })
+        try client.runCommand(["createIndexes": "c", "indexes": [["key": ["v": 1], "name": "v_1"]]], database: src)
+        let repo = TestEnv.temporaryDirectory("tail")
+        let run = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).*")] }, repo: repo)
+        var moments: [(ClusterTime, [Document])] = []
+        for round in 0..<4 {
+            let bulk = client.collection(ns).bulk(ordered: true)
+            for i in 0..<200 {
+                let id = Int32(round * 1000 + 1000 + i)
+                try bulk.insert(["_id": .int32(id), "v": .int32(id)])
+            }
+            try bulk.execute()
+            _ = try client.collection(ns).bulk(ordered: true)
+            try client.runCommand(["update": "c", "updates": [["q": ["_id": ["$lt": .int32(Int32(50 * (round + 1)))]], "u": ["$inc": ["n": 1]], "multi": true]]], database: src)
+            try client.runCommand(["delete": "c", "deletes": [["q": ["_id": .int32(Int32(400 + round))], "limit": 1]]], database: src)
+            moments.append((try operationTime(client), try TestEnv.documents(client, ns)))
+            usleep(400_000)
+        }
+        // A transaction: its events stay in one segment.
+        try waitCovered(repo, moments.last!.0)
+        let summary = try run.stop()
+        XCTAssertGreaterThan(summary.segments, 1)
+        XCTAssertEqual(summary.snapshots.count, 1, "one base snapshot on first start")
+        for (i, (time, expected)) in moments.enumerated() {
+            let r = restoreAt(repo, time.description, from: "\(src).*", to: "\(dst).*")
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let restored = try TestEnv.documents(client, Namespace(database: dst, collection: "c"))
+            XCTAssertEqual(restored.count, expected.count, "moment \(i)")
+            XCTAssertEqual(restored.map(\.bytes), expected.map(\.bytes), "moment \(i) differs")
+        }
+        // Indexes are built after the load.
+        let indexes = try client.collection(Namespace(database: dst, collection: "c")).listIndexes().compactMap { $0["name"]?.stringValue }
+        XCTAssertTrue(indexes.contains("v_1"))
+        // Beyond the log: refused, naming what is restorable.
+        let future = ClusterTime(t: moments.last!.0.t + 3600, i: 1)
+        let refused = restoreAt(repo, future.description, from: "\(src).*", to: "\(dst).*")
+        XCTAssertEqual(refused.status, 5)
+        XCTAssertTrue(refused.stderr.contains("restorable:"), refused.stderr)
+        // Before the first base snapshot: refused too.
+        let early = restoreAt(repo, "2001-01-01T00:00:00Z", from: "\(src).*", to: "\(dst).*")
+        XCTAssertEqual(early.status, 5)
+        XCTAssertTrue(early.stderr.contains("no base snapshot"), early.stderr)
+        let list = TestEnv.ciphertail(["list", "--repo", repo, "--json"])
+        XCTAssertEqual(list.status, 0)
+        XCTAssertTrue(list.stdout.contains("\"windows\""), list.stdout)
+        XCTAssertEqual(TestEnv.ciphertail(["verify", "--repo", repo]).status, 0)
+    }
+
+    /// The events of one transaction are never split between segments, even when segments
+    /// close every 50 ms.
+    func testTransactionEventsStayInOneSegment() throws {
+        let src = TestEnv.uniqueName("tail_txn")
+        defer { dropDatabases(src) }
+        let client = try TestEnv.client()
+        let ns = Namespace(database: src, collection: "c")
+        try insert(client, ns, [["_id": -1]])
+        let repo = TestEnv.temporaryDirectory("tailtxn")
+        let run = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).c")]; $0.segmentSeconds = 0.05; $0.baseSnapshots = false }, repo: repo)
+        // Three transactions of 300 inserts each, through the shell's pymongo.
+        let py = """
+        import sys
+        from pymongo import MongoClient
+        c = MongoClient(sys.argv[1])
+        coll = c["\(src)"]["c"]
+        for t in range(3):
+            with c.start_session() as s:
+                with s.start_transaction():
+                    for i in range(300):
+                        coll.insert_one({"_id": t * 1000 + i, "t": t}, session=s)
+        print(c["\(src)"].command("ping")["operationTime"].time, c["\(src)"].command("ping")["operationTime"].inc)
+        """
+        let script = TestEnv.temporaryDirectory("py") + "/txn.py"
+        try py.write(toFile: script, atomically: true, encoding: .utf8)
+        let out = TestEnv.shell("\"$(\(TestEnv.root)/ops/pyenv.sh)\" \(script) '\(TestEnv.uri)'")
+        XCTAssertEqual(out.status, 0, out.stderr)
+        let parts = out.stdout.split(separator: " ").compactMap { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        try waitCovered(repo, ClusterTime(t: parts[0], i: parts[1]), snapshot: false)
+        try run.stop()
+        let r = try Repository(path: repo)
+        let log = ChangeLog(repository: r)
+        var segmentsPerTxn: [String: Set<Int64>] = [:]
+        var events = 0
+        for e in log.load().entries.map(\.entry) where e.kind == .segment {
+            let reader = try SegmentReader(path: log.segmentPath(e))
+            while let b = try reader.nextBlock() {
+                b.forEachRecord { raw in
+                    let d = Document(trusted: Array(raw))
+                    guard let txn = d["txnNumber"] else { return }
+                    events += 1
+                    segmentsPerTxn["\(d["lsid"]?.documentValue?.canonicalJSON ?? "")/\(txn)", default: []].insert(e.sequence)
+                }
+            }
+        }
+        XCTAssertEqual(events, 900)
+        XCTAssertEqual(segmentsPerTxn.count, 3)
+        for (txn, segs) in segmentsPerTxn { XCTAssertEqual(segs.count, 1, "transaction \(txn) spread over segments \(segs)") }
+    }
+
+    /// Dropping and renaming the followed collection invalidates a collection stream: the
+    /// invalidate is recorded and the tailer goes on at database scope, so later writes to a
+    /// re-created collection are still captured.
+    func testInvalidateIsRecordedAndTheStreamWidens() throws {
+        let src = TestEnv.uniqueName("tail_inv"), dst = src + "_r"
+        defer { dropDatabases(src, dst) }
+        let client = try TestEnv.client()
+        let ns = Namespace(database: src, collection: "c")
+        try insert(client, ns, (0..<10).map { ["_id": .int32(Int32($0))] })
+        let repo = TestEnv.temporaryDirectory("tailinv")
+        let run = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).c")] }, repo: repo)
+        try waitCovered(repo, try operationTime(client))
+        try client.collection(ns).drop()
+        try insert(client, ns, (100..<110).map { ["_id": .int32(Int32($0)), "after": true] })
+        try client.runCommand(["update": "c", "updates": [["q": ["_id": 100], "u": ["$set": ["x": 1]]]]], database: src)
+        let end = try operationTime(client)
+        let expected = try TestEnv.documents(client, ns)
+        try waitCovered(repo, end)
+        try run.stop()
+        let log = ChangeLog(repository: try Repository(path: repo))
+        let entries = log.load().entries.map(\.entry)
+        XCTAssertTrue(entries.contains { $0.scope == "collection" })
+        XCTAssertEqual(entries.last?.scope, "database", "after the invalidate the stream follows the database")
+        var types: [String] = []
+        for e in entries where e.kind == .segment {
+            let reader = try SegmentReader(path: log.segmentPath(e))
+            while let b = try reader.nextBlock() {
+                b.forEachRecord {
+                    let d = Document(trusted: Array($0))
+                    types.append(d["operationType"]?.stringValue ?? "")
+                    if d["operationType"]?.stringValue == "insert", d["fullDocument"]?.documentValue?["after"]?.boolValue == true { types.append("insert-after-drop") }
+                }
+            }
+        }
+        XCTAssertTrue(types.contains("drop"))
+        XCTAssertTrue(types.contains("invalidate"))
+        XCTAssertEqual(types.filter { $0 == "insert-after-drop" }.count, 10, "the inserts after the drop are captured")
+        let r = restoreAt(repo, end.description, from: "\(src).*", to: "\(dst).*")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try TestEnv.documents(client, Namespace(database: dst, collection: "c")).map(\.bytes), expected.map(\.bytes))
+        // A restart resumes at database scope from the invalidate's successor.
+        try insert(client, ns, [["_id": 200]])
+        let end2 = try operationTime(client)
+        let again = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).c")] }, repo: repo)
+        try waitCovered(repo, end2)
+        let s2 = try again.stop()
+        XCTAssertEqual(s2.events, 1)
+        XCTAssertTrue(s2.snapshots.isEmpty, "a resumed line needs no new base snapshot")
+    }
+
+    /// A resume token whose history the oplog no longer holds: the server refuses to resume
+    /// (286), the tailer records the lost stretch as a gap, alerts, takes a new base snapshot
+    /// and carries on. Restores across the gap are refused; after the new snapshot they work.
+    func testHistoryLostIsRecordedAsAGapAndANewBaseSnapshotIsTaken() throws {
+        let src = TestEnv.uniqueName("tail_gap"), dst = src + "_r"
+        defer { dropDatabases(src, dst) }
+        let client = try TestEnv.client()
+        let ns = Namespace(database: src, collection: "c")
+        try insert(client, ns, (0..<20).map { ["_id": .int32(Int32($0))] })
+        let repo = TestEnv.temporaryDirectory("tailgap")
+        // A log whose last entry resumes from 2001: long gone from any oplog.
+        let r = try Repository(path: repo, create: true)
+        let old = ClusterTime(t: 1_000_000_000, i: 1)
+        try {
+            let writer = try ChangeLogWriter(repository: r)  // released (lock and all) at the end of this closure
+            let stale = String(format: "82%08X%08X2B0229296E04", old.t, old.i)
+            let seg = try writer.openSegment(level: 3)
+            try writer.commit(seg) { e in
+                e.lineage = "old-line"
+                e.from = ClusterTime(t: 999_999_000, i: 0)
+                e.to = old
+                e.namespaces = ["\(src).*"]
+                e.resumeToken = Document(["_data": .string(stale)]).canonicalJSON
+                e.scope = "database"
+            }
+        }()
+        let run = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).*")] }, repo: repo)
+        let deadline = Date().addingTimeInterval(60)
+        while run.alerts.allSatisfy({ $0.kind != .gap }) && Date() < deadline && !run.finished { usleep(50_000) }
+        try insert(client, ns, [["_id": 100]])
+        let end = try operationTime(client)
+        try waitCovered(repo, end)
+        let summary = try run.stop()
+        XCTAssertEqual(summary.gaps, 1)
+        XCTAssertEqual(summary.snapshots.count, 1)
+        XCTAssertTrue(run.alerts.contains { $0.kind == .gap })
+        let log = ChangeLog(repository: r)
+        let gap = try XCTUnwrap(log.load().entries.map(\.entry).first { $0.kind == .gap })
+        XCTAssertEqual(gap.code, 286)
+        XCTAssertEqual(gap.from, old.successor)
+        // Inside the gap: refused, with the windows listed; exit 5.
+        let inside = restoreAt(repo, ClusterTime(t: 1_500_000_000, i: 0).description, from: "\(src).*", to: "\(dst).*")
+        XCTAssertEqual(inside.status, 5, inside.stderr)
+        XCTAssertTrue(inside.stderr.contains("restorable:"), inside.stderr)
+        let after = restoreAt(repo, end.description, from: "\(src).*", to: "\(dst).*")
+        XCTAssertEqual(after.status, 0, after.stderr)
+        XCTAssertEqual(try TestEnv.documents(client, Namespace(database: dst, collection: "c")).count, 21)
+        let verify = TestEnv.ciphertail(["verify", "--repo", repo])
+        XCTAssertEqual(verify.status, 0, verify.stdout)
+        XCTAssertTrue(verify.stdout.contains("recorded gap"), verify.stdout)
+    }
+
+    /// An update whose event with its full document passes 16 MB: named (namespace and key)
+    /// and, by policy, fatal or a gap after which tailing goes on.
+    func testOversizedEventStopsOrBecomesAGap() throws {
+        let src = TestEnv.uniqueName("tail_big")
+        defer { dropDatabases(src) }
+        let client = try TestEnv.client()
+        let ns = Namespace(database: src, collection: "c")
+        let big = String(repeating: "x", count: 7 << 20)
+        try insert(client, ns, [["_id": "k1", "a": .string(big)]])
+        for policy in [LargeEventPolicy.stop, .gap] {
+            let repo = TestEnv.temporaryDirectory("tailbig")
+            let run = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).*")]; $0.onLargeEvent = policy; $0.baseSnapshots = policy == .gap }, repo: repo)
+            try waitCovered(repo, try operationTime(client), snapshot: policy == .gap)
+            try client.runCommand(["update": "c", "updates": [["q": ["_id": "k1"], "u": ["$set": ["b": .string(big)]]]]], database: src)
+            try insert(client, ns, [["_id": .string("after-\(policy)")]])
+            let end = try operationTime(client)
+            if policy == .stop {
+                XCTAssertThrowsError(try run.wait(timeout: 60)) { e in
+                    XCTAssertTrue("\(e)".contains("\(src).c"), "\(e)")
+                    XCTAssertTrue("\(e)".contains("k1"), "\(e)")
+                }
+            } else {
+                try waitCovered(repo, end)
+                let s = try run.stop()
+                XCTAssertEqual(s.gaps, 1)
+                let gap = ChangeLog(repository: try Repository(path: repo)).load().entries.map(\.entry).first { $0.kind == .gap }
+                XCTAssertTrue(gap?.reason?.contains("k1") ?? false, "\(String(describing: gap))")
+                XCTAssertEqual(s.snapshots.count, 2, "a base snapshot at the start and one after the gap")
+            }
+            try client.runCommand(["update": "c", "updates": [["q": ["_id": "k1"], "u": ["$unset": ["b": 1]]]]], database: src)
+        }
+    }
+}
