@@ -1,4 +1,5 @@
 import BSON
+import Mongo
 import Foundation
 
 /// Why a re-key cannot go on. Messages name namespaces, `_id`s, field paths, key ids and key
@@ -144,5 +145,30 @@ public final class Reprotector: @unchecked Sendable {
         }
         if case .binary(6, _) = current { return false }
         return true
+    }
+}
+
+extension KeySource {
+    /// The same key vault, however it is written: a file by its device and inode (a link or
+    /// another spelling of the path is the same file), a collection by its namespace and its
+    /// set of hosts. Vaults that only look different (another host name for the same server)
+    /// are caught by `Reprotector.checkSeparateKeyVaults`, which compares the keys themselves.
+    public func isSameVault(as other: KeySource) -> Bool {
+        switch (self, other) {
+        case (.file(let a), .file(let b)):
+            var sa = stat(), sb = stat()
+            if stat(a, &sa) == 0 && stat(b, &sb) == 0 { return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino }
+            return (a as NSString).standardizingPath == (b as NSString).standardizingPath
+        case (.collection(let ca, let na), .collection(let cb, let nb)):
+            func hosts(_ c: ConnectionString) -> Set<String> {
+                Set(c.hosts.lowercased().split(separator: ",").map { h in
+                    let s = h.trimmingCharacters(in: .whitespaces)
+                    return s.contains(":") ? s : s + ":27017"
+                })
+            }
+            return na == nb && hosts(ca) == hosts(cb)
+        default:
+            return false
+        }
     }
 }
