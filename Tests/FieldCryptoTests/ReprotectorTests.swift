@@ -238,4 +238,18 @@ final class ReprotectorTests: XCTestCase {
             XCTAssertEqual(n, 2, "the subject-hash key and u1's key")
         }
     }
+
+    func testTheSameKeyVaultIsRecognisedHoweverItIsWritten() throws {
+        let vault = folder + "/source-vault"
+        XCTAssertEqual(symlink(vault, folder + "/link"), 0)
+        XCTAssertTrue(KeySource.file(vault).isSameVault(as: .file(folder + "/./link")))
+        XCTAssertTrue(KeySource.file(vault).isSameVault(as: .file(folder + "/../" + (folder as NSString).lastPathComponent + "/source-vault")))
+        XCTAssertFalse(KeySource.file(vault).isSameVault(as: .file(folder + "/target-vault")))
+        let a = try KeySource.parse("mongodb://h1:27017,h2:27018/?replicaSet=rs0", namespace: "enc.__keyVault")
+        let b = try KeySource.parse("mongodb://user:pw@H2:27018,h1/enc.__keyVault?tls=true")
+        XCTAssertTrue(a.isSameVault(as: b), "same hosts (any order, default port), same namespace")
+        XCTAssertFalse(a.isSameVault(as: try KeySource.parse("mongodb://h1:27017,h2:27018/other.__keyVault")))
+        XCTAssertFalse(a.isSameVault(as: try KeySource.parse("mongodb://h3:27017/enc.__keyVault")))
+        XCTAssertFalse(a.isSameVault(as: .file(vault)))
+    }
 }
