@@ -202,7 +202,8 @@ public final class RepositoryRekeyer {
                     throw ArchiveError.badManifest(path: src.manifestPath(m.id), reason: "namespace \(e.namespace) is not db.coll")
                 }
                 out.namespaces[i].segments = try e.segments.map { s in
-                    try rewrite(s, of: m, from: src, into: writer, level: level, batch: (batchDocuments, batchBytes), report: report) { docs in
+                    try rewrite(s, at: src.segmentPath(backup: m.id, s), into: { try writer.segmentWriter(relativePath: s.path, kind: $0, level: level, blockBytes: self.blockBytes) },
+                                batch: (batchDocuments, batchBytes), report: report) { docs in
                         let before = self.reprotector.target.encryptedValues
                         let result = try self.reprotector.reprotect(batch: docs, database: n.database, collection: n.collection)
                         self.count(e.namespace, encrypted: self.reprotector.target.encryptedValues - before, failed: result.flatMap(\.1))
@@ -212,15 +213,8 @@ public final class RepositoryRekeyer {
                 summary.documents += out.namespaces[i].segments.reduce(0) { $0 + $1.records }
             }
             out.events.segments = try m.events.segments.map { s in
-                try rewrite(s, of: m, from: src, into: writer, level: level, batch: (1, 0), report: report) { events in
-                    try events.map { event in
-                        let before = self.reprotector.target.encryptedValues
-                        let (sealed, failed) = try self.reprotector.reprotectEvent(event)
-                        let ns = event["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "?"
-                        self.count(ns, encrypted: self.reprotector.target.encryptedValues - before, failed: failed)
-                        return sealed
-                    }
-                }
+                try rewrite(s, at: src.segmentPath(backup: m.id, s), into: { try writer.segmentWriter(relativePath: s.path, kind: $0, level: level, blockBytes: self.blockBytes) },
+                            batch: (1, 0), report: report, reprotectEvents)
             }
             summary.events += out.events.segments.reduce(0) { $0 + $1.records }
             out.protectedFields = expectedProtectedFields(m)
@@ -234,19 +228,33 @@ public final class RepositoryRekeyer {
         }
     }
 
+    /// Change events one by one (each has its own namespace and key), counted under the
+    /// event's namespace. Shared by backups' event segments and, later, the change log.
+    func reprotectEvents(_ events: [Document]) throws -> [Document] {
+        try events.map { event in
+            let before = reprotector.target.encryptedValues
+            let (sealed, failed) = try reprotector.reprotectEvent(event)
+            let ns = event["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "?"
+            count(ns, encrypted: reprotector.target.encryptedValues - before, failed: failed)
+            return sealed
+        }
+    }
+
     private func count(_ ns: String, encrypted: Int64, failed: [DecryptFailure]) {
         if encrypted > 0 { encryptedPerNamespace[ns, default: 0] += encrypted }
         if !failed.isEmpty { failures.add(ns, failed) }
     }
     private var encryptedPerNamespace: [String: Int64] = [:]
 
-    /// One source segment re-read (every block checked, then the whole file against the
-    /// manifest), its records transformed in batches, written to the same relative path.
-    func rewrite(_ s: SegmentInfo, of m: Manifest, from src: Repository, into writer: BackupWriter, level: Int32,
+    /// One source segment (described by `s`, read from `path`) re-read, every block checked
+    /// and then the whole file against `s`, its records transformed in batches and written by
+    /// the writer `makeWriter` opens for the segment's record kind. Backups and, later, the
+    /// change log only differ in where the segment is and who names the new file.
+    func rewrite(_ s: SegmentInfo, at path: String, into makeWriter: (RecordKind) throws -> SegmentWriter,
                  batch limit: (documents: Int, bytes: Int), report: (Int64) -> Void,
                  _ transform: ([Document]) throws -> [Document]) throws -> SegmentInfo {
-        let reader = try SegmentReader(path: src.segmentPath(backup: m.id, s))
-        let out = try writer.segmentWriter(relativePath: s.path, kind: reader.kind, level: level, blockBytes: blockBytes)
+        let reader = try SegmentReader(path: path)
+        let out = try makeWriter(reader.kind)
         do {
             var batch: [Document] = []
             var bytes = 0
@@ -289,15 +297,21 @@ public final class RepositoryRekeyer {
 
     // MARK: Change segments
 
-    /// TODO(change-segment chain): main is adding a repository-level `changes/` folder to the
-    /// Archive module: change segments plus one JSON entry per segment, chained by hashes.
-    /// Re-keying it is one more loop, here, after the backups: for each entry in chain order,
-    /// skip it when the destination already has it; otherwise re-read its segment with
-    /// `rewrite` (events through `reprotector.reprotectEvent`, as `rekeyBackup` does for
-    /// event segments), write it to the same relative path, then write the entry with the new
-    /// segment info and the new hash of the previous entry, the entry last (as a manifest is).
-    /// Until the chain lands this throws nothing and copies nothing; it only says, when the
-    /// source has a `changes/` folder, that the folder was not re-keyed.
+    /// TODO(change-segment chain): main now has the repository-level change log
+    /// (`Archive.ChangeLog`: `changes/NNNNNN/NNNNNNNNNNNN.seg` change segments and `.json`
+    /// `ChangeEntry`s, each naming the SHA-256 of the previous entry's file). Re-keying it is
+    /// one more loop, here, after the backups: take `ChangeLog(repository: src).load()`
+    /// (an unreadable entry stops the run, as a manifest does); for each entry in sequence
+    /// order that the destination does not have yet, copy a gap entry as it is, and for a
+    /// segment entry re-read its segment with `rewrite(_:at:into:...)` and `reprotectEvents`
+    /// (as `rekeyBackup` does for event segments), the writer from
+    /// `ChangeLogWriter.openSegment`-like code for the same relative path, then write the entry last, the source's with the new `segment` info,
+    /// the target rules' `protectedFields` and `previous` set to the hash of the destination's
+    /// previous entry file (the chain is re-hashed, its sequence numbers, lineages, time
+    /// ranges and resume tokens kept). A destination entry already present must be checked
+    /// against the source's as `checkAlreadyRekeyed` does for backups.
+    /// Until that is wired this throws nothing and copies nothing; it only warns when the
+    /// source has a `changes/` folder, which the re-keyed repository then lacks.
     func rekeyChanges(from src: Repository, into dst: Repository, summary: inout RekeySummary) {
         let changes = (src.path as NSString).appendingPathComponent("changes")
         if FileManager.default.fileExists(atPath: changes) {
