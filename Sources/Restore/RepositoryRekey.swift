@@ -304,10 +304,10 @@ public final class RepositoryRekeyer {
     /// (an unreadable entry stops the run, as a manifest does); for each entry in sequence
     /// order that the destination does not have yet, copy a gap entry as it is, and for a
     /// segment entry re-read its segment with `rewrite(_:at:into:...)` and `reprotectEvents`
-    /// (as `rekeyBackup` does for event segments), the writer from
-    /// `ChangeLogWriter.openSegment`-like code for the same relative path, then write the entry last, the source's with the new `segment` info,
-    /// the target rules' `protectedFields` and `previous` set to the hash of the destination's
-    /// previous entry file (the chain is re-hashed, its sequence numbers, lineages, time
+    /// (as `rekeyBackup` does for event segments), with a writer for the same relative path
+    /// (as `ChangeLogWriter.openSegment` makes one); then write the entry last: the source's,
+    /// with the new `segment` info, the target rules' `protectedFields`, and `previous` set to
+    /// the hash of the destination's previous entry file (the chain is re-hashed, its sequence numbers, lineages, time
     /// ranges and resume tokens kept). A destination entry already present must be checked
     /// against the source's as `checkAlreadyRekeyed` does for backups.
     /// Until that is wired this throws nothing and copies nothing; it only warns when the
