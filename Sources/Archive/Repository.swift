@@ -100,6 +100,33 @@ public final class Repository {
         let id = "\(f.string(from: date))-\(suffix)"
         let dir = backupPath(id)
         try Durable.makeDirectory(dir)
+        return try prepareBackupFolder(id)
+    }
+
+    /// Starts a backup under a given id (a re-key keeps the source's ids). The id must be a
+    /// plain folder name, and its folder must not exist: it is created with one `mkdir`, so
+    /// two writers can never share it, and a complete backup is never written over. An
+    /// interrupted one must be removed first (`removeInterruptedBackups`).
+    public func beginBackup(id: String) throws -> BackupWriter {
+        guard Repository.isPlainBackupID(id) else {
+            throw ArchiveError.badManifest(path: id, reason: "backup id \(id) is not a plain folder name")
+        }
+        let dir = backupPath(id)
+        try Durable.makeDirectory(backupsPath)
+        if mkdir(dir, 0o755) != 0 { throw FileError(operation: "create backup folder", path: dir, errno: errno) }
+        try Durable.fsyncDirectory(backupsPath)
+        return try prepareBackupFolder(id)
+    }
+
+    /// Letters, digits, `-`, `_` and `.`, not starting with `.`: what backup ids are made of,
+    /// and nothing that could leave `backups/`.
+    static func isPlainBackupID(_ id: String) -> Bool {
+        !id.isEmpty && id.count <= 200 && !id.hasPrefix(".")
+            && id.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0)) }
+    }
+
+    private func prepareBackupFolder(_ id: String) throws -> BackupWriter {
+        let dir = backupPath(id)
         // Who is writing this backup: cleanup leaves folders of live writers alone.
         try Durable.writeFile("\(getpid())\n", to: (dir as NSString).appendingPathComponent(Repository.writerFile))
         try Durable.makeDirectory((dir as NSString).appendingPathComponent("data"))

@@ -92,6 +92,9 @@ func classify(_ error: Error) -> (Int32, String) {
         default: return (Exit.unexpected, e.description)
         }
     case let e as ProtectionError: return (Exit.unexpected, e.description)
+    // A re-key that would let the source keys open its result, or write in clear what the
+    // source encrypts, or that has nowhere safe to write: the configuration must change.
+    case let e as RekeyError: return (Exit.usage, e.description)
     case let e as QueryError: return (Exit.usage, e.description)
     case let e as MongoError: return (Exit.mongo, e.description)
     // The key manager is part of the keys: unreachable, refusing, or a key not Active.

@@ -159,4 +159,28 @@ final class RepositoryTests: XCTestCase {
         let report = Verifier.verify(m, in: repo)
         XCTAssertTrue(report.ok, "\(report.problems)")
     }
+
+    /// A backup under a given id (what a re-key uses): a plain name, a folder of its own.
+    func testBeginBackupWithAGivenIdTakesOnlyANewPlainName() throws {
+        let dir = NSTemporaryDirectory() + "repo-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let repo = try Repository(path: dir, create: true)
+        let id = "20261122T171159Z-08e0435e"
+        let w = try repo.beginBackup(id: id)
+        XCTAssertEqual(w.id, id)
+        XCTAssertEqual(repo.incompleteBackupIDs(), [id])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: w.path + "/writer.pid"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: w.path + "/events"))
+        // The folder exists (written now, or complete, or interrupted): never shared, never overwritten.
+        XCTAssertThrowsError(try repo.beginBackup(id: id)) { e in
+            XCTAssertTrue("\(e)".contains("File exists"), "\(e)")
+        }
+        for bad in ["", "../x", "a/b", ".hidden", "..", "x y", "/abs"] {
+            XCTAssertThrowsError(try repo.beginBackup(id: bad), "\(bad)")
+        }
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: repo.backupsPath), [id], "nothing else created")
+        w.discard()
+        XCTAssertEqual(repo.incompleteBackupIDs(), [])
+        XCTAssertEqual(try repo.beginBackup(id: id).id, id, "free again once discarded")
+    }
 }
