@@ -326,12 +326,26 @@ public final class ChangeLogWriter {
         return try write(e)
     }
 
-    private func write(_ entry: ChangeEntry) throws -> ChangeEntry {
+    /// Appends a copy of another log's entry (a re-key): its times and ranges kept, its
+    /// sequence and `previous` those of this log. A segment entry's segment must already be
+    /// durable at `segmentPath(nextSequence)`.
+    @discardableResult
+    public func append(_ entry: ChangeEntry) throws -> ChangeEntry {
+        if entry.kind == .segment && !FileManager.default.fileExists(atPath: log.segmentPath(nextSequence)) {
+            throw ArchiveError.missingSegment(log.segmentPath(nextSequence))
+        }
+        try Durable.makeDirectory((log.path as NSString).appendingPathComponent(ChangeLog.folderName(nextSequence)))
+        return try write(entry, keepTimes: true)
+    }
+
+    private func write(_ entry: ChangeEntry, keepTimes: Bool = false) throws -> ChangeEntry {
         var e = entry
         e.sequence = nextSequence
         e.previous = last?.hash
-        e.createdAt = Date()
-        e.durableAtMillis = Int64(Date().timeIntervalSince1970 * 1000)
+        if !keepTimes {
+            e.createdAt = Date()
+            e.durableAtMillis = Int64(Date().timeIntervalSince1970 * 1000)
+        }
         let bytes = try e.encoded()
         try Durable.writeFile(bytes, to: log.entryPath(e.sequence))
         last = (e, SHA256.hash(bytes).hexString)

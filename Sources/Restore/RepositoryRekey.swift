@@ -22,6 +22,11 @@ public struct RekeySummary: Codable, Sendable {
     public var backups: [String] = []
     public var skipped: [String] = []
     public var segments = 0
+    /// Change log entries written (segments and gaps), the segments among them, and entries
+    /// already in the destination.
+    public var changeEntries = 0
+    public var changeSegments = 0
+    public var skippedChangeEntries = 0
     public var documents: Int64 = 0
     public var events: Int64 = 0
     public var records: Int64 = 0
@@ -95,7 +100,7 @@ public final class RepositoryRekeyer {
             }
             try rekeyBackup(m, index: i + 1, of: manifests.count, from: src, into: dst, summary: &summary)
         }
-        rekeyChanges(from: src, into: dst, summary: &summary)
+        try rekeyChanges(from: src, into: dst, summary: &summary)
         summary.valuesReencrypted = encryptedPerNamespace
         summary.undecryptable = failures.counts
         summary.undecryptableDetail = failures.details
@@ -297,26 +302,50 @@ public final class RepositoryRekeyer {
 
     // MARK: Change segments
 
-    /// TODO(change-segment chain): main now has the repository-level change log
-    /// (`Archive.ChangeLog`: `changes/NNNNNN/NNNNNNNNNNNN.seg` change segments and `.json`
-    /// `ChangeEntry`s, each naming the SHA-256 of the previous entry's file). Re-keying it is
-    /// one more loop, here, after the backups: take `ChangeLog(repository: src).load()`
-    /// (an unreadable entry stops the run, as a manifest does); for each entry in sequence
-    /// order that the destination does not have yet, copy a gap entry as it is, and for a
-    /// segment entry re-read its segment with `rewrite(_:at:into:...)` and `reprotectEvents`
-    /// (as `rekeyBackup` does for event segments), with a writer for the same relative path
-    /// (as `ChangeLogWriter.openSegment` makes one); then write the entry last: the source's,
-    /// with the new `segment` info, the target rules' `protectedFields`, and `previous` set to
-    /// the hash of the destination's previous entry file (the chain is re-hashed, its sequence numbers, lineages, time
-    /// ranges and resume tokens kept). A destination entry already present must be checked
-    /// against the source's as `checkAlreadyRekeyed` does for backups.
-    /// Until that is wired this throws nothing and copies nothing; it only warns when the
-    /// source has a `changes/` folder, which the re-keyed repository then lacks.
-    func rekeyChanges(from src: Repository, into dst: Repository, summary: inout RekeySummary) {
-        let changes = (src.path as NSString).appendingPathComponent("changes")
-        if FileManager.default.fileExists(atPath: changes) {
-            logger.warning("the source has a changes/ folder, which this version does not re-key yet; it was not copied",
-                           metadata: ["folder": "\(changes)"])
+    /// The change log, after the backups: each entry in sequence order that the destination
+    /// does not have yet. A gap is copied as it is; a segment is re-read and its events
+    /// re-protected into the same relative path, then its entry is written last, the source's
+    /// with the new segment info and the target rules' `protectedFields`, and `previous` the
+    /// hash of the destination's previous entry (the chain is hashed again; sequence numbers,
+    /// lineages, cluster-time ranges and resume tokens are kept, so point-in-time restore
+    /// reaches the same moments). Entries already in the destination are skipped after a check
+    /// that they are the source's.
+    func rekeyChanges(from src: Repository, into dst: Repository, summary: inout RekeySummary) throws {
+        let log = ChangeLog(repository: src)
+        let (entries, unreadable) = log.load()
+        if let bad = unreadable.first {
+            throw ArchiveError.badManifest(path: log.entryPath(bad.sequence), reason: "\(bad.error)")
+        }
+        guard !entries.isEmpty else { return }
+        let writer = try ChangeLogWriter(repository: dst)
+        defer { writer.close() }
+        let have = writer.last?.entry.sequence ?? 0
+        let fields: [String: [String]] = Dictionary(reprotector.target.rules.map { ($0.namespace, $0.fields.map(\.path)) },
+                                                    uniquingKeysWith: { a, _ in a })
+        for (e, _) in entries {
+            if e.sequence <= have {
+                let d = try ChangeLog(repository: dst).load().entries.first { $0.entry.sequence == e.sequence }?.entry
+                guard let d, d.kind == e.kind, d.from == e.from, d.to == e.to, d.lineage == e.lineage else {
+                    throw RekeyError.destination(path: ChangeLog(repository: dst).entryPath(e.sequence),
+                                                 reason: "change log entry \(e.sequence) there is not this source's: give an empty or new folder")
+                }
+                summary.skippedChangeEntries += 1
+                continue
+            }
+            guard e.sequence == writer.nextSequence else {
+                throw ArchiveError.damaged(segment: log.entryPath(writer.nextSequence), offset: 0,
+                                           reason: "change log entry \(writer.nextSequence) is missing from the source")
+            }
+            var copy = e
+            if e.kind == .segment, let s = e.segment {
+                copy.segment = try rewrite(s, at: log.segmentPath(e), into: { _ in try writer.openSegment(level: 3, blockBytes: self.blockBytes) },
+                                           batch: (1, 0), report: { _ in }, reprotectEvents)
+                copy.protectedFields = fields
+                summary.events += copy.segment?.records ?? 0
+                summary.changeSegments += 1
+            }
+            try writer.append(copy)
+            summary.changeEntries += 1
         }
     }
 }

@@ -101,12 +101,16 @@ struct RekeyCommand: ParsableCommand {
                 })
                 check.finish()
             }
+            if !ChangeLog(repository: try Repository(path: summary.destination)).sequences().isEmpty {
+                verified.append(Verifier.verifyChangeLog(try Repository(path: summary.destination)).report)
+            }
             if common.json {
                 try printJSON(RekeyOutput(summary, verified: verified))
             } else {
                 print("re-keyed \(summary.backups.count) backups into \(summary.destination)"
                       + (summary.skipped.isEmpty ? "" : " (\(summary.skipped.count) already there)")
-                      + ": \(summary.segments) segments, \(summary.records) records (\(summary.documents) documents, \(summary.events) events)")
+                      + ": \(summary.segments) segments, \(summary.records) records (\(summary.documents) documents, \(summary.events) events)"
+                      + (summary.changeEntries > 0 ? ", \(summary.changeEntries) change log entries" : ""))
                 for ns in Set(summary.valuesReencrypted.keys).union(summary.undecryptable.keys).sorted() {
                     print("  \(ns): \(summary.valuesReencrypted[ns] ?? 0) values re-encrypted"
                           + (summary.undecryptable[ns].map { ", \($0) left as they were (the source keys cannot open them)" } ?? ""))
@@ -132,6 +136,8 @@ struct RekeyOutput: Encodable {
     var backups: [String]
     var skipped: [String]
     var segments: Int
+    var changeEntries: Int
+    var changeSegments: Int
     var records: Int64
     var documents: Int64
     var events: Int64
@@ -153,6 +159,8 @@ struct RekeyOutput: Encodable {
         backups = s.backups
         skipped = s.skipped
         segments = s.segments
+        changeEntries = s.changeEntries
+        changeSegments = s.changeSegments
         records = s.records
         documents = s.documents
         events = s.events

@@ -1,4 +1,5 @@
 import Archive
+import Capture
 import BSON
 import Digest
 import FieldCrypto
@@ -243,6 +244,64 @@ final class RekeyTests: XCTestCase {
         }
         XCTAssertGreaterThanOrEqual(counted["\(src!)_c.users"] ?? 0, 300 * 5, "every loaded document's values counted")
         XCTAssertGreaterThanOrEqual(values, 300 * 4)
+    }
+
+    /// A repository with a change log (an encrypted tail) re-keyed: the log is rewritten under
+    /// the target keys with its chain, time ranges and resume tokens, it verifies, and a
+    /// point-in-time restore from it with the target keys equals the source at that moment.
+    func testRekeyedChangeLogKeepsPointInTimeRestore() throws {
+        try seed(100)
+        let tail = try startTailProcess(["--pipeline", sourcePipeline])
+        defer { if tail.isRunning { kill(tail.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(60)
+        while ((try? Repository(path: srcRepo).backupIDs().isEmpty) ?? true) && Date() < deadline { usleep(50_000) }
+        let client = try TestEnv.client()
+        for i in 0..<50 {
+            try client.runCommand(["update": "users", "updates": [[
+                "q": ["_id": .int32(Int32(i))],
+                "u": ["$set": ["ssn": .string(Self.canary("SSN", 500 + i)), "address.street": .string(Self.canary("STREET", 500 + i))]]]]], database: src)
+        }
+        try client.runCommand(["insert": "users", "documents": [["_id": 9999, "userId": "u1", "name": .string(Self.canary("NAME", 9999))]]], database: src)
+        let target = try operationTime(client)
+        try waitCovered(srcRepo, target)
+        kill(tail.processIdentifier, SIGTERM)
+        tail.waitUntilExit()
+        XCTAssertEqual(tail.terminationStatus, 0)
+        let srcLog = ChangeLog(repository: try Repository(path: srcRepo))
+        let sourceEntries = srcLog.load().entries.map(\.entry)
+        XCTAssertGreaterThan(sourceEntries.count, 0)
+        let before = try digest(srcRepo)
+
+        let run = TestEnv.ciphertail(["rekey", "--repo", srcRepo, "--to-repo", dstRepo, "--pipeline", sourcePipeline,
+                                      "--to-pipeline", targetPipeline, "--json"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertEqual(try json(run)["changeEntries"] as? Int, sourceEntries.count)
+        XCTAssertEqual(try digest(srcRepo), before, "the source repository did not change by a byte")
+        let verify = TestEnv.ciphertail(["verify", "--repo", dstRepo])
+        XCTAssertEqual(verify.status, 0, verify.stdout + verify.stderr)
+        XCTAssertTrue(verify.stdout.contains("change log: ok"), verify.stdout)
+        try assertNoCanaries(inRepo: dstRepo)
+        let dstEntries = ChangeLog(repository: try Repository(path: dstRepo)).load().entries.map(\.entry)
+        XCTAssertEqual(dstEntries.map(\.from), sourceEntries.map(\.from))
+        XCTAssertEqual(dstEntries.map(\.to), sourceEntries.map(\.to))
+        XCTAssertEqual(dstEntries.map(\.resumeToken), sourceEntries.map(\.resumeToken))
+        XCTAssertNotEqual(dstEntries.compactMap(\.segment?.sha256), sourceEntries.compactMap(\.segment?.sha256))
+        XCTAssertEqual(PointInTime.windows(try Repository(path: dstRepo)), PointInTime.windows(try Repository(path: srcRepo)))
+
+        // The same moment from both repositories, each under its own keys.
+        for (pipeline, repo, into) in [(sourcePipeline!, srcRepo, src + "_a"), (targetPipeline!, dstRepo, src + "_b")] {
+            let r = TestEnv.ciphertail(["restore", "--pipeline", pipeline, "--repo", repo, "--at", target.description, "--drop",
+                                        "--ns-from", "\(src!).*", "--ns-to", "\(into).*", "--json"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            XCTAssertEqual((try json(r)["undecryptable"] as? [String: Int]) ?? [:], [:])
+        }
+        try assertSameDocuments(client, Namespace(database: src + "_a", collection: "users"), Namespace(database: src + "_b", collection: "users"))
+        try assertSameDocuments(client, Namespace(database: src, collection: "users"), Namespace(database: src + "_b", collection: "users"))
+        // Under the source keys the re-keyed log opens nothing.
+        let sealed = TestEnv.ciphertail(["restore", "--pipeline", sourcePipeline, "--repo", dstRepo, "--at", target.description, "--drop",
+                                         "--ns-from", "\(src!).*", "--ns-to", "\(src!)_c.*", "--json"])
+        XCTAssertEqual(sealed.status, 0, sealed.stderr)
+        XCTAssertGreaterThan((try json(sealed)["undecryptable"] as? [String: Int])?["\(src!)_c.users"] ?? 0, 100)
     }
 
     func testRefusalsAndRerun() throws {
