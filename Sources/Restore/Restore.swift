@@ -42,6 +42,10 @@ public struct RestoreOptions {
     public var decryptor: LenientDecryptor?
     /// Stop at the first value that cannot be decrypted, instead of counting it.
     public var strict = false
+    /// Re-keying (`--rekey`): decrypt with the source keys, encrypt again under the target's,
+    /// so the target holds ciphertext the source keys cannot open. Its rules match the
+    /// namespaces as the archive names them (the source's). Takes precedence over `decryptor`.
+    public var reprotector: Reprotector?
 
     public init(connection: ConnectionString, repository: String) {
         self.connection = connection
@@ -71,6 +75,8 @@ public struct RestoreSummary: Codable {
     public var undecryptable: [String: Int] = [:]
     public var undecryptableDetail: [String] = []
     public var decrypted: Bool = false
+    /// Protected fields were encrypted again under the target keys (`--rekey`).
+    public var rekeyed: Bool = false
 }
 
 /// Recreates collections with their options, loads documents with parallel bulk inserts,
@@ -134,7 +140,8 @@ public final class RestoreRunner {
             documents: loaded, eventsApplied: applied, eventsSuperseded: superseded, indexes: indexes,
             consistentClusterTime: (point?.target ?? manifest.clusterTime.end).description, seconds: Date().timeIntervalSince(started))
         summary.changeSegments = changes.count
-        summary.decrypted = options.decryptor != nil
+        summary.decrypted = options.decryptor != nil || options.reprotector != nil
+        summary.rekeyed = options.reprotector != nil
         summary.undecryptable = failures.counts
         summary.undecryptableDetail = failures.details
         return summary
@@ -160,9 +167,16 @@ public final class RestoreRunner {
 
     /// One block as one bulk insert: decrypted unless loading ciphertext as is, validation
     /// bypassed (the source may hold documents its own validator would now reject).
-    func insert(_ block: Block, into target: Namespace, client: Client, ordered: Bool) throws {
+    func insert(_ block: Block, into target: Namespace, source: Namespace, client: Client, ordered: Bool) throws {
         let bulk = client.collection(target).bulk(ordered: ordered, bypassValidation: true)
-        if let decryptor = options.decryptor {
+        if let reprotector = options.reprotector {
+            var docs: [Document] = []
+            block.forEachRecord { raw in docs.append(Document(trusted: Array(raw))) }
+            for (doc, failed) in try reprotector.reprotect(batch: docs, database: source.database, collection: source.collection) {
+                try note(failed, namespace: target.description)
+                try bulk.insert(doc)
+            }
+        } else if let decryptor = options.decryptor {
             var docs: [Document] = []
             block.forEachRecord { raw in docs.append(Document(trusted: Array(raw))) }
             for (doc, failed) in decryptor.decrypt(batch: docs) {
@@ -180,13 +194,19 @@ public final class RestoreRunner {
     }
 
     /// A block in bulks of at most `batchSize` documents.
-    func insert(_ block: Block, into target: Namespace, client: Client, ordered: Bool, batchSize: Int?) throws {
-        guard let n = batchSize, n < block.recordCount else { return try insert(block, into: target, client: client, ordered: ordered) }
-        for part in block.split(every: n) { try insert(part, into: target, client: client, ordered: ordered) }
+    func insert(_ block: Block, into target: Namespace, source: Namespace, client: Client, ordered: Bool, batchSize: Int?) throws {
+        guard let n = batchSize, n < block.recordCount else { return try insert(block, into: target, source: source, client: client, ordered: ordered) }
+        for part in block.split(every: n) { try insert(part, into: target, source: source, client: client, ordered: ordered) }
     }
 
     /// Decrypts one record (a document or an event) unless loading ciphertext as is.
     func open(_ raw: UnsafeRawBufferPointer, namespace: String) throws -> Document? {
+        if let reprotector = options.reprotector {
+            // Every event: one of a namespace the target protects may hold plaintext.
+            let (doc, failed) = try reprotector.reprotectEvent(Document(trusted: Array(raw)))
+            try note(failed, namespace: namespace)
+            return doc
+        }
         guard let decryptor = options.decryptor else { return nil }
         let sealed = Document(trusted: Array(raw))
         guard sealed.contains(binarySubtype: 6) else { return nil }  // insert the raw bytes as they are
@@ -245,6 +265,7 @@ public final class RestoreRunner {
 
     struct Work {
         var target: Namespace
+        var source: Namespace
         var block: Block
     }
 
@@ -290,7 +311,7 @@ public final class RestoreRunner {
                     while let w = state.queue.take() {
                         if state.failed != nil { continue }
                         do {
-                            try self.insert(w.block, into: w.target, client: client, ordered: false, batchSize: self.options.batchSize)
+                            try self.insert(w.block, into: w.target, source: w.source, client: client, ordered: false, batchSize: self.options.batchSize)
                             let (total, report) = state.add(w.block.recordCount)
                             if report { progress?(RestoreProgress(documents: total, expectedDocuments: expected)) }
                         } catch {
@@ -309,7 +330,7 @@ public final class RestoreRunner {
                 for s in p.entry.segments {
                     let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
                     while let block = try reader.nextBlock() {
-                        if !state.queue.put(Work(target: dataTarget, block: block)) { break }
+                        if !state.queue.put(Work(target: dataTarget, source: p.source, block: block)) { break }
                     }
                     if state.failed != nil { break }
                     try RestoreRunner.checkWhole(reader, s)
@@ -327,7 +348,7 @@ public final class RestoreRunner {
                 for s in p.entry.segments {
                     let reader = try SegmentReader(path: repo.segmentPath(backup: manifest.id, s))
                     while let block = try reader.nextBlock() {
-                        try self.insert(block, into: p.target, client: client, ordered: true, batchSize: self.options.batchSize)
+                        try self.insert(block, into: p.target, source: p.source, client: client, ordered: true, batchSize: self.options.batchSize)
                         inserted += Int64(block.recordCount)
                     }
                     try RestoreRunner.checkWhole(reader, s)

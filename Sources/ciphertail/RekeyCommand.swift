@@ -59,27 +59,9 @@ struct RekeyCommand: ParsableCommand {
                 throw ValidationError("no destination: give --to-repo or archive.repo in the --to-pipeline file")
             }
             let source = try keys.settings(common)
-            guard let target = try KeySettings.resolve(targetFile.encryption, keyVault: nil, masterKeyFile: nil) else {
-                throw ValidationError("\(toPipeline) names no key vault and master key (encryption.keyVault, encryption.masterKey)")
-            }
-            let rules = targetFile.encryption?.protectionRules() ?? []
-            guard !rules.isEmpty else {
-                throw ValidationError("\(toPipeline) has no encryption.rules: a re-key would write every protected field in clear")
-            }
             let logger = common.makeLogger("rekey")
-            // The source keys must not be able to open the result: its keys live elsewhere.
-            if target.keyVault.isSameVault(as: source.keyVault) { throw RekeyError.sameKeyVault(target.keyVault.description) }
-            if let a = source.masterKeyFile, let b = target.masterKeyFile, KeySource.file(a).isSameVault(as: .file(b)) {
-                logger.warning("the target uses the source's master key file: whoever holds it and the target key vault can read the result")
-            }
-            let sourceEngine = try source.openEngine()
-            let targetEngine = try target.openEngine()
-            // A KMIP target key withdrawn during a long re-key stops it, as it stops a backup.
-            let poller = target.startKeyStatePolling(targetEngine, logger: common.makeLogger("kmip"))
+            let (reprotector, poller) = try makeReprotector(source: source, targetFile: targetFile, targetPath: toPipeline, common: common)
             defer { poller?.cancel() }
-            let reprotector = Reprotector(source: LenientDecryptor(engine: sourceEngine),
-                                          target: DocumentProtector(rules: rules, engine: targetEngine))
-            try reprotector.checkSeparateKeyVaults()
 
             let rekeyer = RepositoryRekeyer(source: repo, destination: toRepo, reprotector: reprotector, logger: logger)
             let progress = ProgressLine(enabled: !common.json)
@@ -170,4 +152,35 @@ struct RekeyOutput: Encodable {
         seconds = s.seconds
         verified = reports.map { Verified(backup: $0.backup, ok: $0.ok, problems: $0.problems.map(\.description)) }
     }
+}
+
+/// Source keys to decrypt, the target pipeline's rules and keys to encrypt again: shared by
+/// `rekey` and `restore --rekey`. Refuses a target that the source keys could open.
+func makeReprotector(source: KeySettings, targetFile: PipelineFile, targetPath: String,
+                     common: CommonOptions) throws -> (Reprotector, KMIPStatePoller?) {
+    guard let target = try KeySettings.resolve(targetFile.encryption, keyVault: nil, masterKeyFile: nil) else {
+        throw ValidationError("\(targetPath) names no key vault and master key (encryption.keyVault, encryption.masterKey)")
+    }
+    let rules = targetFile.encryption?.protectionRules() ?? []
+    guard !rules.isEmpty else {
+        throw ValidationError("\(targetPath) has no encryption.rules: a re-key would write every protected field in clear")
+    }
+    // The source keys must not be able to open the result: its keys live elsewhere.
+    if target.keyVault.isSameVault(as: source.keyVault) { throw RekeyError.sameKeyVault(target.keyVault.description) }
+    if let a = source.masterKeyFile, let b = target.masterKeyFile, KeySource.file(a).isSameVault(as: .file(b)) {
+        common.makeLogger("rekey").warning("the target uses the source's master key file: whoever holds it and the target key vault can read the result")
+    }
+    let sourceEngine = try source.openEngine()
+    let targetEngine = try target.openEngine()
+    // A KMIP target key withdrawn during a long re-key stops it, as it stops a backup.
+    let poller = target.startKeyStatePolling(targetEngine, logger: common.makeLogger("kmip"))
+    let reprotector = Reprotector(source: LenientDecryptor(engine: sourceEngine),
+                                  target: DocumentProtector(rules: rules, engine: targetEngine))
+    do {
+        try reprotector.checkSeparateKeyVaults()
+    } catch {
+        poller?.cancel()
+        throw error
+    }
+    return (reprotector, poller)
 }

@@ -63,6 +63,9 @@ struct RestoreCommand: ParsableCommand {
     @Flag(name: .customLong("keep-encrypted"), help: "Load protected fields as ciphertext: the target never sees plaintext. Drivers with the same key vault and master key can read them.")
     var keepEncrypted = false
 
+    @Option(help: ArgumentHelp("Re-key while restoring: a pipeline file whose encryption: section gives the target rules, key vault and master key (local or KMIP). Values are decrypted with the source keys and encrypted again under new data keys of the target vault, so the target holds ciphertext the source keys cannot open. Rules match the archive's (source) namespaces.", valueName: "file"))
+    var rekey: String?
+
     @Flag(help: "Fail on the first value that cannot be decrypted (missing key, failed authentication) instead of keeping it encrypted and counting it.")
     var strict = false
 
@@ -70,6 +73,7 @@ struct RestoreCommand: ParsableCommand {
         if (nsFrom == nil) != (nsTo == nil) { throw ValidationError("--ns-from and --ns-to go together") }
         if let w = workers, w < 1 { throw ValidationError("--workers must be at least 1") }
         if let b = batchSize, b < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if rekey != nil && keepEncrypted { throw ValidationError("--rekey and --keep-encrypted exclude each other") }
         if at != nil && backup != nil { throw ValidationError("--at picks its own base snapshot: give --at or --backup, not both") }
     }
 
@@ -88,7 +92,14 @@ struct RestoreCommand: ParsableCommand {
             options.drop = drop
             options.workers = workers ?? file.restore?.workers ?? 4
             options.strict = strict
-            if !keepEncrypted, let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile, kmip: keys.kmip.section) {
+            var poller: KMIPStatePoller?
+            defer { poller?.cancel() }
+            if let rekey {
+                let (reprotector, p) = try makeReprotector(source: try keys.settings(common), targetFile: try PipelineFile.load(path: rekey),
+                                                           targetPath: rekey, common: common)
+                options.reprotector = reprotector
+                poller = p
+            } else if !keepEncrypted, let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile, kmip: keys.kmip.section) {
                 options.decryptor = LenientDecryptor(engine: try keySettings.openEngine())
             }
             let progress = ProgressLine(enabled: true)
@@ -107,6 +118,7 @@ struct RestoreCommand: ParsableCommand {
                 for (from, to) in summary.namespaces.sorted(by: { $0.key < $1.key }) {
                     print("  \(from) -> \(to)" + (summary.undecryptable[to].map { "  (\($0) values left encrypted)" } ?? ""))
                 }
+                if summary.rekeyed { print("protected fields were encrypted again under the keys of \(rekey ?? "")") }
                 if !summary.decrypted { print("protected fields were loaded as ciphertext (--keep-encrypted, or no key vault given)") }
                 for line in summary.undecryptableDetail { print("  cannot decrypt: \(line)") }
             }
