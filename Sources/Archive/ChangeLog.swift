@@ -343,8 +343,9 @@ public final class ChangeLogWriter {
         e.sequence = nextSequence
         e.previous = last?.hash
         if !keepTimes {
-            e.createdAt = Date()
-            e.durableAtMillis = Int64(Date().timeIntervalSince1970 * 1000)
+            let now = Date().timeIntervalSince1970
+            e.createdAt = Date(timeIntervalSince1970: now.rounded(.down))  // what the file holds: whole seconds
+            e.durableAtMillis = Int64(now * 1000)
         }
         let bytes = try e.encoded()
         try Durable.writeFile(bytes, to: log.entryPath(e.sequence))

@@ -148,4 +148,23 @@ final class ShippedPipelinesTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("needs a kmip: section"), "\(e)")
         }
     }
+
+    func testTailSectionParsesAndRefusesBadValues() throws {
+        let p = try PipelineFile.parse("""
+        tail: {segmentMaxSize: 16MiB, segmentMaxAgeSeconds: 0.5, idleCheckpointSeconds: 30, onLargeEvent: gap, baseSnapshot: false}
+        restore: {batchSize: 500}
+        """, file: "t.yaml")
+        XCTAssertEqual(p.tail?.segmentMaxSize, "16MiB")
+        XCTAssertEqual(p.tail?.segmentMaxAgeSeconds, 0.5)
+        XCTAssertEqual(p.tail?.onLargeEvent, "gap")
+        XCTAssertEqual(p.tail?.baseSnapshot, false)
+        XCTAssertEqual(p.restore?.batchSize, 500)
+        for (yaml, field) in [("tail: {onLargeEvent: skip}", "tail.onLargeEvent"), ("tail: {segmentMaxAgeSeconds: 0}", "tail.segmentMaxAgeSeconds"),
+                              ("tail: {segmentMaxSize: lots}", "tail.segmentMaxSize"), ("tail: {segmentMaxAge: 1}", "tail.segmentMaxAge"),
+                              ("restore: {batchSize: 0}", "restore.batchSize")] {
+            XCTAssertThrowsError(try PipelineFile.parse(yaml, file: "t.yaml"), yaml) { e in
+                XCTAssertTrue("\(e)".contains(field), "\(e)")
+            }
+        }
+    }
 }
