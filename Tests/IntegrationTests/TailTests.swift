@@ -320,4 +320,81 @@ final class TailTests: XCTestCase {
             try client.runCommand(["update": "c", "updates": [["q": ["_id": "k1"], "u": ["$unset": ["b": 1]]]]], database: src)
         }
     }
+
+    /// With encryption rules, the change log never holds a protected value in clear: not in
+    /// full documents, update descriptions or pre-images (a collection with
+    /// changeStreamPreAndPostImages gives them); a PITR with the keys gives the source back.
+    func testEncryptedTailKeepsPlaintextOutOfTheLogIncludingPreImages() throws {
+        let src = TestEnv.uniqueName("tail_enc"), dst = src + "_r"
+        defer { dropDatabases(src, dst) }
+        let dir = TestEnv.temporaryDirectory("tailenc")
+        let repo = dir + "/repo"
+        let pipeline = dir + "/p.yaml"
+        try """
+        source: {uri: "\(TestEnv.uri)", namespaces: [\(src).*]}
+        archive: {repo: \(repo)}
+        tail: {segmentMaxAgeSeconds: 0.2, idleCheckpointSeconds: 0.5}
+        encryption:
+          keyVault: \(dir)/vault
+          masterKey: {provider: local, local: {keyFile: \(dir)/master.key}}
+          rules:
+            - namespace: \(src).users
+              subject: userId
+              fields:
+                - {path: ssn, algorithm: deterministic}
+                - {path: profile.name, algorithm: random}
+        """.write(toFile: pipeline, atomically: true, encoding: .utf8)
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--pipeline", pipeline]).status, 0)
+        let client = try TestEnv.client()
+        try client.runCommand(["create": "users", "changeStreamPreAndPostImages": ["enabled": true]], database: src)
+        let users = Namespace(database: src, collection: "users")
+        try insert(client, users, (0..<20).map { i in
+            Document(["_id": .int32(Int32(i)), "userId": .string("u\(i % 4)"), "ssn": .string("CANARYSSN\(i)"),
+                      "profile": ["name": .string("CANARYNAME\(i)"), "age": .int32(Int32(30 + i))]])
+        })
+        let tail = try startTailProcess(["--pipeline", pipeline])
+        defer { if tail.isRunning { kill(tail.processIdentifier, SIGKILL) } }
+        let deadline = Date().addingTimeInterval(60)
+        while ((try? Repository(path: repo).backupIDs().isEmpty) ?? true) && Date() < deadline { usleep(50_000) }
+        for i in 0..<10 {
+            try client.runCommand(["update": "users", "updates": [["q": ["_id": .int32(Int32(i))],
+                                                                 "u": ["$set": ["ssn": .string("CANARYNEWSSN\(i)"), "profile.name": .string("CANARYNEWNAME\(i)")]]]]], database: src)
+        }
+        try client.runCommand(["delete": "users", "deletes": [["q": ["_id": 15], "limit": 1]]], database: src)
+        try client.runCommand(["insert": "users", "documents": [["_id": 100, "userId": "u9", "ssn": "CANARYSSN100", "profile": ["name": "CANARYNAME100"]]]], database: src)
+        let point = try operationTime(client)
+        let expected = try TestEnv.documents(client, users)
+        try waitCovered(repo, point)
+        kill(tail.processIdentifier, SIGTERM)
+        tail.waitUntilExit()
+        XCTAssertEqual(tail.terminationStatus, 0)
+
+        let log = ChangeLog(repository: try Repository(path: repo))
+        var preImages = 0
+        var events = 0
+        for e in log.load().entries.map(\.entry) where e.kind == .segment {
+            XCTAssertEqual(e.protectedFields?["\(src).users"], ["ssn", "profile.name"])
+            let path = log.segmentPath(e)
+            XCTAssertNil(try Data(contentsOf: URL(fileURLWithPath: path)).range(of: Data("CANARY".utf8)))
+            let reader = try SegmentReader(path: path)
+            while let b = try reader.nextBlock() {
+                XCTAssertNil(Data(b.data).range(of: Data("CANARY".utf8)), "plaintext in a block of \(path)")
+                b.forEachRecord { raw in
+                    events += 1
+                    let d = Document(trusted: Array(raw))
+                    if let pre = d["fullDocumentBeforeChange"]?.documentValue {
+                        preImages += 1
+                        if case .binary(6, _)? = pre["ssn"] {} else { XCTFail("a pre-image's ssn is not ciphertext") }
+                    }
+                }
+            }
+        }
+        XCTAssertGreaterThanOrEqual(events, 12)
+        XCTAssertEqual(preImages, 11, "the updates' and the delete's pre-images are captured")
+        let r = TestEnv.ciphertail(["restore", "--pipeline", pipeline, "--at", point.description, "--drop",
+                                    "--ns-from", "\(src).*", "--ns-to", "\(dst).*", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertFalse((r.stdout + r.stderr).contains("CANARY"))
+        XCTAssertEqual(try TestEnv.documents(client, Namespace(database: dst, collection: "users")).map(\.bytes), expected.map(\.bytes))
+    }
 }
