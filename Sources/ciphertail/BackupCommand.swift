@@ -48,22 +48,10 @@ struct BackupCommand: ParsableCommand {
             options.compressionLevel = Int32(settings.compressionLevel)
             options.blockBytes = settings.blockBytes
             options.segmentBytes = settings.segmentBytes
-            let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile,
-                                                      kmip: keys.kmip.section)
-            var poller: KMIPStatePoller?
-            if let vault = keySettings?.excludedNamespace { options.excludedNamespaces.insert(vault) }
-            if let rules = file.encryption?.protectionRules(), !rules.isEmpty {
-                // Fail closed: with rules configured, no keys means no backup, never plaintext.
-                guard let keySettings else {
-                    throw ValidationError("the pipeline has encryption rules but names no key vault and master key")
-                }
-                let engine = try keySettings.openEngine()
-                // A KMIP key withdrawn while the backup runs stops it: the provider refuses, the
-                // encryption stage fails, nothing is written in clear.
-                poller = keySettings.startKeyStatePolling(engine, logger: common.makeLogger("kmip"))
-                options.protector = DocumentProtector(rules: rules, engine: engine)
-            }
-            defer { poller?.cancel() }
+            let stage = try CaptureKeys(file, keys: keys, common: common)
+            defer { stage.poller?.cancel() }
+            options.excludedNamespaces.formUnion(stage.excluded)
+            options.protector = stage.protector
             let progress = ProgressLine(enabled: true)
             options.progress = { p in
                 progress.update("backup \(p.namespace): \(p.documents) documents, \(formatBytes(p.bytes))",
@@ -105,5 +93,28 @@ struct BackupSummaryOutput: Encodable {
         storedBytes = m.storedBytes
         clusterTime = m.clusterTime
         seconds = m.completedAt.timeIntervalSince(m.createdAt)
+    }
+}
+
+/// The encryption stage of a capture (backup, tail): the key vault collection to leave out
+/// and, with rules, an open engine and its protector. Fail closed: rules without keys stop
+/// the command. A KMIP key withdrawn while it runs stops the provider, the encryption stage
+/// fails, and nothing is written in clear.
+struct CaptureKeys {
+    var protector: DocumentProtector?
+    var excluded: Set<Namespace> = []
+    var poller: KMIPStatePoller?
+
+    init(_ file: PipelineFile, keys: KeyOptions, common: CommonOptions) throws {
+        let settings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile,
+                                               kmip: keys.kmip.section)
+        if let vault = settings?.excludedNamespace { excluded.insert(vault) }
+        guard let rules = file.encryption?.protectionRules(), !rules.isEmpty else { return }
+        guard let settings else {
+            throw ValidationError("the pipeline has encryption rules but names no key vault and master key")
+        }
+        let engine = try settings.openEngine()
+        poller = settings.startKeyStatePolling(engine, logger: common.makeLogger("kmip"))
+        protector = DocumentProtector(rules: rules, engine: engine)
     }
 }

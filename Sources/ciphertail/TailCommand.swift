@@ -96,19 +96,10 @@ struct TailCommand: ParsableCommand {
                 b.blockBytes = settings.blockBytes
                 b.segmentBytes = settings.segmentBytes
             }
-            let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile,
-                                                      kmip: keys.kmip.section)
-            var poller: KMIPStatePoller?
-            if let vault = keySettings?.excludedNamespace { options.excludedNamespaces.insert(vault) }
-            if let rules = file.encryption?.protectionRules(), !rules.isEmpty {
-                guard let keySettings else {
-                    throw ValidationError("the pipeline has encryption rules but names no key vault and master key")
-                }
-                let engine = try keySettings.openEngine()
-                poller = keySettings.startKeyStatePolling(engine, logger: common.makeLogger("kmip"))
-                options.protector = DocumentProtector(rules: rules, engine: engine)
-            }
-            defer { poller?.cancel() }
+            let stage = try CaptureKeys(file, keys: keys, common: common)
+            defer { stage.poller?.cancel() }
+            options.excludedNamespaces.formUnion(stage.excluded)
+            options.protector = stage.protector
             let stop = StopFlag()
             let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
                 signal(sig, SIG_IGN)

@@ -41,31 +41,23 @@ struct VerifyCommand: ParsableCommand {
                     if !common.json { print("\(id): DAMAGED"); for p in r.problems { print("  \(p)") } }
                 }
             }
-            for m in manifests {
+            /// One verification with its progress line, and its result printed unless --json.
+            func check(_ name: String, total: Double?, records: String = "records",
+                       _ run: (@escaping (Int64) -> Void) -> (VerifyReport, [ChainBreak])) {
                 let progress = ProgressLine(enabled: !common.json)
-                let total = Double(m.storedBytes)
-                let report = Verifier.verify(m, in: repository) { done in
-                    progress.update("verify \(m.id)", done: Double(done), total: total)
-                }
+                let (report, gaps) = run { done in progress.update("verify \(name)", done: Double(done), total: total) }
                 progress.finish()
                 reports.append(report)
-                if !common.json {
-                    print("\(m.id): \(report.ok ? "ok" : "DAMAGED")  \(report.segments) segments, \(report.blocks) blocks, \(report.records) records")
-                    for p in report.problems { print("  \(p)") }
-                }
+                guard !common.json else { return }
+                print("\(name): \(report.ok ? "ok" : "DAMAGED")  \(report.segments) segments, \(report.blocks) blocks, \(report.records) \(records)")
+                for p in report.problems { print("  \(p)") }
+                for g in gaps { print("  recorded gap: \(g)") }
+            }
+            for m in manifests {
+                check(m.id, total: Double(m.storedBytes)) { (Verifier.verify(m, in: repository, progress: $0), []) }
             }
             if backup == nil && !ChangeLog(repository: repository).sequences().isEmpty {
-                let progress = ProgressLine(enabled: !common.json)
-                let (report, gaps) = Verifier.verifyChangeLog(repository) { done in
-                    progress.update("verify change log", done: Double(done), total: nil)
-                }
-                progress.finish()
-                reports.append(report)
-                if !common.json {
-                    print("change log: \(report.ok ? "ok" : "DAMAGED")  \(report.segments) segments, \(report.blocks) blocks, \(report.records) events")
-                    for p in report.problems { print("  \(p)") }
-                    for g in gaps { print("  recorded gap: \(g)") }
-                }
+                check("change log", total: nil, records: "events") { Verifier.verifyChangeLog(repository, progress: $0) }
             }
             if common.json { try printJSON(reports) }
             if reports.contains(where: { !$0.ok }) { throw ExitCode(Exit.damaged) }
