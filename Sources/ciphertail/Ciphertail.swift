@@ -16,6 +16,7 @@ struct Ciphertail: ParsableCommand {
           ciphertail list    --repo /srv/ct
           ciphertail verify  --repo /srv/ct
           ciphertail restore --repo /srv/ct --uri mongodb://... --ns-from shop.* --ns-to shop_copy.*
+          ciphertail export  --repo /srv/ct --format mongodump-archive --out shop.archive
 
         Settings can come from a pipeline file (pipelines/*.yaml, --pipeline FILE); flags win.
 
@@ -25,5 +26,5 @@ struct Ciphertail: ParsableCommand {
         refused, wrong master key), 64 bad usage or configuration.
         """,
         version: "0.1.0 (archive format 1)",
-        subcommands: [BackupCommand.self, RestoreCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self])
+        subcommands: [BackupCommand.self, RestoreCommand.self, ExportCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self])
 }
