@@ -3,6 +3,7 @@ import BSON
 import Export
 import Foundation
 import Mongo
+import Pipeline
 import Restore
 import TestSupport
 import XCTest
@@ -316,5 +317,143 @@ final class ExportTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("\"documents\" : 10"), r.stderr)
         let (_, docs) = try MongodumpArchiveReader(path: out).readAll()
         XCTAssertEqual(docs["\(src!).one"]?.count, 10)
+    }
+}
+
+/// Exports of an encrypted backup: ciphertext kept (no canary anywhere in the archive or
+/// the output), or decrypted with the keys to what a decrypting restore gives; values
+/// whose key is missing stay ciphertext and are counted, or fail with --strict.
+final class ExportEncryptionTests: XCTestCase {
+    var dir: String!, src: String!, ref: String!
+
+    override func setUpWithError() throws {
+        dir = TestEnv.temporaryDirectory("export-enc")
+        src = TestEnv.uniqueName("ctexport_enc")
+        ref = src + "_ref"
+        let r = TestEnv.ciphertail(["keys", "init", "--key-vault", dir + "/keyvault", "--master-key-file", dir + "/master.key"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+    }
+
+    override func tearDown() {
+        dropDatabases(src, ref)
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    func pipeline(repo: String) -> String {
+        let path = dir + "/pipeline.yaml"
+        let yaml = """
+        source:
+          uri: \(TestEnv.uri)
+          namespaces: [\(src!).*]
+        archive:
+          repo: \(repo)
+        encryption:
+          keyVault: \(dir!)/keyvault
+          masterKey:
+            provider: local
+            local: {keyFile: \(dir!)/master.key}
+          rules:
+            - namespace: \(src!).users
+              subject: userId
+              fields:
+                - {path: ssn, algorithm: deterministic}
+                - {path: email, algorithm: deterministic}
+                - {path: name, algorithm: random}
+                - {path: address, algorithm: random}
+                - {path: orders.card, algorithm: random}
+        """
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(yaml.utf8)))
+        return path
+    }
+
+    static func canary(_ kind: String, _ i: Int) -> String { "CANARY\(kind)\(String(format: "%05d", i))Z" }
+
+    func export(_ args: [String], out: String) -> CLIResult {
+        let r = TestEnv.ciphertail(["export", "--format", "mongodump-archive", "--out", out] + args)
+        XCTAssertFalse(r.stdout.contains("CANARY") || r.stderr.contains("CANARY"), "plaintext in the output of export")
+        return r
+    }
+
+    func users(_ archive: String) throws -> [Document] {
+        ExportTests.byId(try MongodumpArchiveReader(path: archive).readAll().documents["\(src!).users"] ?? [])
+    }
+
+    func testKeepsCiphertextOrDecrypts() throws {
+        let client = try TestEnv.client()
+        try insert(client, Namespace(database: src, collection: "users"), (0..<300).map { i in
+            Document(["_id": .int32(Int32(i)), "userId": .string("u\(i % 40)"), "name": .string(Self.canary("NAME", i)),
+                      "email": .string(Self.canary("MAIL", i)), "ssn": .string(Self.canary("SSN", i)),
+                      "address": ["street": .string(Self.canary("STREET", i)), "zip": "12345"],
+                      "orders": [["n": 1, "card": .string(Self.canary("CARD", i))]], "visits": .int32(Int32(i))])
+        })
+        try insert(client, Namespace(database: src, collection: "plain"), [Document(["_id": 1, "note": "not protected"])])
+        let repo = dir + "/repo"
+        let pipe = pipeline(repo: repo)
+        let stop = StopFlag()
+        let db = src!
+        let writer = Thread {
+            guard let c = try? TestEnv.client() else { return }
+            var i = 1000
+            while !stop.isSet {
+                i += 1
+                _ = try? c.runCommand(["update": "users", "updates": [[
+                    "q": ["_id": .int32(Int32(i % 300))],
+                    "u": ["$set": ["ssn": .string(Self.canary("SSN", i)), "address.street": .string(Self.canary("STREET", i)), "visits": .int32(Int32(i))]]]]],
+                    database: db)
+                _ = try? c.runCommand(["insert": "users", "documents": [["_id": .int32(Int32(i)), "userId": "u-new", "email": .string(Self.canary("MAIL", i))]]],
+                                      database: db)
+            }
+        }
+        writer.start()
+        let backup = TestEnv.ciphertail(["backup", "--pipeline", pipe])
+        stop.set()
+        while !writer.isFinished { usleep(10_000) }
+        XCTAssertEqual(backup.status, 0, backup.stderr)
+        XCTAssertGreaterThan(try Repository(path: repo).latest().events.count, 0, "the test needs change events")
+
+        // --keep-encrypted, and no keys at all: ciphertext only, the same archive.
+        let sealed = dir + "/sealed.archive", nokeys = dir + "/nokeys.archive"
+        XCTAssertEqual(export(["--pipeline", pipe, "--keep-encrypted"], out: sealed).status, 0)
+        let bare = export(["--repo", repo], out: nokeys)
+        XCTAssertEqual(bare.status, 0, bare.stderr)
+        XCTAssertTrue(bare.stdout.contains("protected fields were written as ciphertext"), bare.stdout)
+        for path in [sealed, nokeys] {
+            let raw = try Data(contentsOf: URL(fileURLWithPath: path))
+            XCTAssertNil(raw.range(of: Data("CANARY".utf8)), "plaintext in \(path)")
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: sealed)), try Data(contentsOf: URL(fileURLWithPath: nokeys)))
+        let sealedUsers = try users(sealed)
+        XCTAssertGreaterThan(sealedUsers.count, 300)
+        XCTAssertTrue(sealedUsers.allSatisfy { if case .binary(6, _)? = $0["email"] { return true }; return false })
+
+        // With the keys: what a decrypting restore of the same backup gives.
+        let open = dir + "/open.archive"
+        let decrypted = export(["--pipeline", pipe, "--json"], out: open)
+        XCTAssertEqual(decrypted.status, 0, decrypted.stderr)
+        XCTAssertTrue(decrypted.stdout.contains("\"decrypted\" : true"), decrypted.stdout)
+        let restored = TestEnv.ciphertail(["restore", "--pipeline", pipe, "--ns-from", "\(src!).*", "--ns-to", "\(ref!).*"])
+        XCTAssertEqual(restored.status, 0, restored.stderr)
+        let openUsers = try users(open)
+        let want = try TestEnv.documents(client, Namespace(database: ref, collection: "users"))
+        XCTAssertEqual(openUsers.count, want.count)
+        XCTAssertEqual(openUsers.map(\.bytes), want.map(\.bytes))
+        XCTAssertEqual(openUsers.first?["name"], .string(Self.canary("NAME", 0)))
+        XCTAssertFalse(openUsers.contains { $0.contains(binarySubtype: 6) })
+        // The sealed archive holds the same documents, encrypted.
+        let engine = try KeySettings(keyVault: .file(dir + "/keyvault"), masterKeyFile: dir + "/master.key").openEngine()
+        for (s, o) in zip(sealedUsers, openUsers) { XCTAssertEqual(try engine.decryptDocument(s).bytes, o.bytes) }
+
+        // A key vault without these keys: values stay ciphertext and are counted; --strict fails.
+        let other = dir + "/other"
+        try FileManager.default.createDirectory(atPath: other, withIntermediateDirectories: true)
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", other + "/keyvault", "--master-key-file", other + "/master.key"]).status, 0)
+        let partial = export(["--repo", repo, "--key-vault", other + "/keyvault", "--master-key-file", other + "/master.key", "--json"], out: dir + "/partial.archive")
+        XCTAssertEqual(partial.status, 0, partial.stderr)
+        let summary = try JSONSerialization.jsonObject(with: Data(partial.stdout.utf8)) as? [String: Any]
+        XCTAssertGreaterThan((summary?["undecryptable"] as? [String: Int])?["\(src!).users"] ?? 0, 300)
+        XCTAssertNil(try Data(contentsOf: URL(fileURLWithPath: dir + "/partial.archive")).range(of: Data("CANARY".utf8)))
+        let strict = export(["--repo", repo, "--key-vault", other + "/keyvault", "--master-key-file", other + "/master.key", "--strict"], out: dir + "/strict.archive")
+        XCTAssertEqual(strict.status, 8, strict.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/strict.archive"))
     }
 }
