@@ -19,8 +19,11 @@ public final class MemoryOutput: ArchiveOutput {
 public final class AtomicFileOutput: ArchiveOutput {
     let writer: AtomicFileWriter
     public var path: String { writer.path }
-    /// Mode 0600 by default: an export may hold decrypted values.
-    public init(path: String, mode: mode_t = 0o600) throws { writer = try AtomicFileWriter(path: path, mode: mode) }
+    /// Mode 0600 by default: an export may hold decrypted values. A relative path is taken
+    /// from the current folder (the folder fsync after the rename needs a folder name).
+    public init(path: String, mode: mode_t = 0o600) throws {
+        writer = try AtomicFileWriter(path: URL(fileURLWithPath: path).standardizedFileURL.path, mode: mode)
+    }
     public func write(_ b: UnsafeRawBufferPointer) throws { try writer.write(b) }
     public func commit() throws { try writer.commit() }
     public func abort() { writer.abort() }

@@ -317,6 +317,11 @@ final class ExportTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("\"documents\" : 10"), r.stderr)
         let (_, docs) = try MongodumpArchiveReader(path: out).readAll()
         XCTAssertEqual(docs["\(src!).one"]?.count, 10)
+        // A relative --out lands in the current folder, renamed into place there.
+        let rel = TestEnv.shell("cd '\(dir!)' && '\(TestEnv.binary)' export --repo repo --format mongodump-archive --out relative.archive")
+        XCTAssertEqual(rel.status, 0, rel.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("relative") }, ["relative.archive"])
+        XCTAssertEqual(try MongodumpArchiveReader(path: dir + "/relative.archive").readAll().documents["\(src!).one"]?.count, 10)
     }
 }
 
