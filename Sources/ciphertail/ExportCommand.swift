@@ -26,12 +26,15 @@ struct ExportCommand: ParsableCommand {
         mongorestore loads unchanged).
 
         Examples:
-          ciphertail export --repo /srv/ct --format mongodump-archive --out shop.archive
-          mongorestore --archive=shop.archive --uri 'mongodb://127.0.0.1:27017/?replicaSet=rs0'
+          ciphertail export --repo /srv/ct --format mongodump-archive \\
+              --out shop.archive
+          mongorestore --archive=shop.archive --uri 'mongodb://127.0.0.1:27017'
 
-          ciphertail export --pipeline pipelines/encrypted-backup.yaml --backup 20261122T020000Z-1a2b3c4d \\
-              --format mongodump-archive --ns 'shop.*' --out - | mongorestore --archive --uri ...
-          ciphertail export --repo /srv/ct --keep-encrypted --format mongodump-archive --out sealed.archive
+          ciphertail export --pipeline pipelines/encrypted-backup.yaml \\
+              --backup 20261122T020000Z-1a2b3c4d --ns 'shop.*' \\
+              --format mongodump-archive --out - | mongorestore --archive ...
+          ciphertail export --repo /srv/ct --keep-encrypted \\
+              --format mongodump-archive --out sealed.archive
         """)
 
     @OptionGroup var common: CommonOptions
