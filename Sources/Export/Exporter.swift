@@ -163,17 +163,18 @@ public final class Exporter {
         var firsts: [Int] = []
         for (i, s) in sources.enumerated() {
             firsts.append(seq)
-            try readEvents(s) { event, n in
-                if counts(event["clusterTime"]?.timestampValue, in: s) { try plan.observe(event, seq: seq + n, source: i) }
+            let first = seq
+            seq += try readEvents(s) { event, n in
+                if counts(event["clusterTime"]?.timestampValue, in: s) { try plan.observe(event, seq: first + n, source: i) }
             }
-            seq += Int(s.info.records)
         }
         return firsts
     }
 
     /// Every event of a source with its position in it; the kind and the whole-file hash
     /// are checked.
-    func readEvents(_ s: EventSource, _ body: (Document, Int) throws -> Void) throws {
+    @discardableResult
+    func readEvents(_ s: EventSource, _ body: (Document, Int) throws -> Void) throws -> Int {
         let reader = try SegmentReader(path: s.path)
         guard reader.kind == .changeEvent else { throw ExportError.wrongSegmentKind(path: s.path, expected: .changeEvent) }
         var n = 0
@@ -184,6 +185,7 @@ public final class Exporter {
             }
         }
         try Exporter.checkWhole(reader, s.info)
+        return n
     }
 
     /// Pass 3 for one lineage: its events, in order, into the applier.

@@ -10,7 +10,7 @@ import XCTest
 
 /// The in-memory replay against the server's: the same events through `EventApplier` on a
 /// real mongod and through `InMemoryApplier` must leave the same bytes.
-final class InMemoryReplayTests: XCTestCase {
+final class InMemoryReplayExportTests: XCTestCase {
     func event(_ type: String, _ db: String, _ id: BSONValue, _ extra: KeyValuePairs<String, BSONValue> = [:]) -> Document {
         var b = DocumentBuilder()
         b.append("operationType", .string(type))
@@ -50,7 +50,7 @@ final class InMemoryReplayTests: XCTestCase {
             update(db, 1, set: ["a.b": 5, "a.c.1": 20, "arr.1.x": 9, "arr.0.y": "new", "a.new.deep": true]),
             update(db, 2, set: ["z": 1, "b": 2, "10": 3, "9": 4, "m": 5, "n.0.x": 6, "B": 7, "_a": 8, "100": 9, "a10": 10, "a9": 11]),
             update(db, 3, set: ["arr.4": "e", "arr.2.k": true, "arr.11": 11, "arr.10": 10]),
-            update(db, 4, unset: ["a.b", "arr.1", "missing", "s.x", "arr.7", "gone"]),
+            update(db, 4, unset: ["a.b", "arr.1", "missing", "s.x", "arr.7", "gone", "arr.name", "a.c.d"]),
             update(db, 5, set: ["arr.1": 20], truncate: [("arr", 3), ("in.list", 1), ("fresh", 2), ("new.nested", 0)]),
             update(db, 6, set: ["a.deep": 1, "v": 1], truncate: [("n", 1), ("arr", 2)]),
             update(db, 6, set: ["arr.name": 1]),
@@ -328,7 +328,7 @@ final class ExportTests: XCTestCase {
 /// Exports of an encrypted backup: ciphertext kept (no canary anywhere in the archive or
 /// the output), or decrypted with the keys to what a decrypting restore gives; values
 /// whose key is missing stay ciphertext and are counted, or fail with --strict.
-final class ExportEncryptionTests: XCTestCase {
+final class EncryptedExportTests: XCTestCase {
     var dir: String!, src: String!, ref: String!
 
     override func setUpWithError() throws {
