@@ -56,10 +56,14 @@ let package = Package(
         ]),
         // KMIP 1.x messages (TTLV codec, requests, responses); pure Swift, no networking.
         .target(name: "KMIP"),
+        // Writes a backup as a mongodump archive, with the change events replayed in memory.
+        .target(name: "Export", dependencies: [
+            "BSON", "Archive", "Durable", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
+        ]),
 
         // Thin CLI and the benchmark.
         .executableTarget(name: "ciphertail", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "Durable", "FieldCrypto",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "Durable", "FieldCrypto",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -75,12 +79,13 @@ let package = Package(
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
         .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL", "Digest", "Mongo"]),
         .testTarget(name: "KMIPTests", dependencies: ["KMIP"]),
+        .testTarget(name: "ExportTests", dependencies: ["Export", "Archive", "BSON", .product(name: "Logging", package: "swift-log")]),
         // Against real PyKMIP servers (ops/kmip.sh) and misbehaving ones (Tests/interop/kmip_test_server.py).
         .testTarget(name: "KMIPClientTests", dependencies: [
             "KMIPClient", "KMIP", "TestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Pipeline", "TestSupport", "FieldCrypto", "Durable", "KMIP", "KMIPClient",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "TestSupport", "FieldCrypto", "Durable", "KMIP", "KMIPClient",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -17,6 +17,7 @@ struct Ciphertail: ParsableCommand {
           ciphertail verify  --repo /srv/ct
           ciphertail restore --repo /srv/ct --uri mongodb://... --ns-from shop.* --ns-to shop_copy.*
           ciphertail rekey   --repo /srv/ct --to-repo /srv/ct-new --pipeline old.yaml --to-pipeline new.yaml
+          ciphertail export  --repo /srv/ct --format mongodump-archive --out shop.archive
 
         Settings can come from a pipeline file (pipelines/*.yaml, --pipeline FILE); flags win.
 
@@ -26,5 +27,5 @@ struct Ciphertail: ParsableCommand {
         refused, wrong master key), 64 bad usage or configuration.
         """,
         version: "0.1.0 (archive format 1)",
-        subcommands: [BackupCommand.self, TailCommand.self, RestoreCommand.self, RekeyCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self])
+        subcommands: [BackupCommand.self, TailCommand.self, RestoreCommand.self, ExportCommand.self, RekeyCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self])
 }

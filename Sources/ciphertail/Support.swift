@@ -2,6 +2,7 @@ import Archive
 import ArgumentParser
 import Capture
 import Durable
+import Export
 import FieldCrypto
 import Foundation
 import KMIPClient
@@ -83,6 +84,16 @@ func classify(_ error: Error) -> (Int32, String) {
         case .locked: return (Exit.refused, e.description)
         default: return (Exit.damaged, e.description)
         }
+    case let e as ExportError:
+        switch e {
+        case .targetBeforeSnapshot: return (Exit.usage, e.description)
+        case .unreplayable: return (Exit.unexpected, e.description)
+        case .wrongSegmentKind: return (Exit.damaged, e.description)
+        case .undecryptable: return (Exit.keys, e.description)
+        }
+    case let e as MongodumpArchiveError:
+        if case .damaged = e { return (Exit.damaged, e.description) }
+        return (Exit.unexpected, e.description)
     case let e as FileError: return (Exit.fileSystem, e.description)
     case let e as PipelineError: return (Exit.usage, e.description)
     case let e as FieldCryptoError:

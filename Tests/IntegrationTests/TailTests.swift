@@ -1,6 +1,7 @@
 import Archive
 import BSON
 import Capture
+import Export
 import Foundation
 import Mongo
 import Restore
@@ -396,5 +397,37 @@ final class TailTests: XCTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertFalse((r.stdout + r.stderr).contains("CANARY"))
         XCTAssertEqual(try TestEnv.documents(client, Namespace(database: dst, collection: "users")).map(\.bytes), expected.map(\.bytes))
+    }
+
+    /// `export --at` reads the same plan as `restore --at`: the archive holds, document by
+    /// document, what the point-in-time restore produces.
+    func testExportAtAPointInTimeEqualsTheRestoreAtIt() throws {
+        let src = TestEnv.uniqueName("tail_exp"), dst = src + "_r"
+        defer { dropDatabases(src, dst) }
+        let client = try TestEnv.client()
+        let ns = Namespace(database: src, collection: "c")
+        try insert(client, ns, (0..<300).map { Document(["_id": .int32(Int32($0)), "v": .int32(Int32($0))]) })
+        let repo = TestEnv.temporaryDirectory("tailexp")
+        let run = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).*")] }, repo: repo)
+        try waitCovered(repo, try operationTime(client))
+        try client.runCommand(["update": "c", "updates": [["q": ["_id": ["$lt": 100]], "u": ["$set": ["x.y": 1], "$inc": ["v": 1000]], "multi": true]]], database: src)
+        try client.runCommand(["delete": "c", "deletes": [["q": ["_id": ["$gte": 250]], "limit": 0]]], database: src)
+        try insert(client, ns, [["_id": 1000, "new": true]])
+        let point = try operationTime(client)
+        try client.runCommand(["delete": "c", "deletes": [["q": ["_id": 1], "limit": 1]]], database: src)  // after the point
+        try waitCovered(repo, try operationTime(client))
+        try run.stop()
+        let out = repo + "/../\(src).archive"
+        let export = TestEnv.ciphertail(["export", "--repo", repo, "--at", point.description, "--format", "mongodump-archive", "--out", out, "--json"])
+        XCTAssertEqual(export.status, 0, export.stderr)
+        let r = restoreAt(repo, point.description, from: "\(src).*", to: "\(dst).*")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let (_, docs) = try MongodumpArchiveReader(path: out).readAll()
+        let exported = (docs["\(src).c"] ?? []).map { Document(trusted: $0) }.sorted { ($0["_id"]?.int64Value ?? 0) < ($1["_id"]?.int64Value ?? 0) }
+        let restored = try TestEnv.documents(client, Namespace(database: dst, collection: "c"))
+        XCTAssertEqual(exported.count, 251)
+        XCTAssertEqual(exported.map(\.bytes), restored.map(\.bytes))
+        let refused = TestEnv.ciphertail(["export", "--repo", repo, "--at", "2001-01-01T00:00:00Z", "--format", "mongodump-archive", "--out", out])
+        XCTAssertEqual(refused.status, 5, refused.stderr)
     }
 }
