@@ -67,7 +67,8 @@ public enum Durable {
     /// Renames within one folder and makes the rename durable.
     public static func rename(_ from: String, to: String) throws {
         if Glibc.rename(from, to) != 0 { throw FileError(operation: "rename \(from) to", path: to, errno: errno) }
-        try fsyncDirectory((to as NSString).deletingLastPathComponent)
+        let folder = (to as NSString).deletingLastPathComponent
+        try fsyncDirectory(folder.isEmpty ? "." : folder)  // a bare file name lives in the working folder
     }
 
     public static func readFile(_ path: String) throws -> [UInt8] {
