@@ -11,6 +11,8 @@ public enum CaptureError: Error, CustomStringConvertible {
     case eventTooLarge(reason: String)
     case changeStream(reason: String)
     case unsupportedRule(namespace: String, reason: String)
+    /// `tail --start-at` on a repository whose change log already has entries.
+    case changeLogExists(repository: String, lastEntry: Int64, to: String)
 
     public var description: String {
         switch self {
@@ -21,6 +23,9 @@ public enum CaptureError: Error, CustomStringConvertible {
             return "a change event was too large for the server to deliver (16 MB limit; MongoDB 6.0 cannot split events): \(r)"
         case .changeStream(let r): return "change stream failed: \(r)"
         case .unsupportedRule(let ns, let r): return "encryption rule for \(ns): \(r)"
+        case .changeLogExists(let repo, let seq, let to):
+            return "--start-at starts a new change log, but \(repo) already has one (entry \(seq), durable to \(to)); "
+                + "without --start-at the tailer resumes it"
         }
     }
 }

@@ -35,6 +35,10 @@ public struct TailOptions {
     public var maxBackoffSeconds: Double = 30
     /// Stop once the log is durable up to this cluster time (and any base snapshot is done).
     public var until: ClusterTime?
+    /// A new log starts at this cluster time (inclusive) instead of now, to capture history
+    /// that is still in the oplog. Only for a repository without a change log: refused
+    /// (`CaptureError.changeLogExists`) once the log has entries, which decide where it resumes.
+    public var startAt: ClusterTime?
     /// Polled between events: true ends the run after the open segment is committed.
     public var shouldStop: @Sendable () -> Bool = { false }
     /// After each committed segment: the entry, and each event's lag in seconds from its
@@ -70,6 +74,10 @@ public struct TailSummary: Codable, Sendable {
     public var lagSecondsP99: Double?
     public var lagSecondsMax: Double?
     public var seconds: Double = 0
+    /// With encryption rules (set by the CLI from the protector): values encrypted, and data
+    /// keys created on first use.
+    public var encryptedValues: Int64?
+    public var keysCreated: Int64?
 }
 
 /// Follows a change stream into the repository's change log (docs/FORMAT.md, "The change
@@ -155,6 +163,12 @@ public final class Tailer {
     private var lastCommit = Date()
     private var lags: [Double] = []
     private var summary = TailSummary()
+    /// Sealing (with a protector): events wait in `pending` until a batch of them is handed to
+    /// `sealer`, whose jobs encrypt on other cores; the results are appended to the open
+    /// segment in order, on this thread. A commit first waits for all of them.
+    private var pending: [Document] = []
+    private var sealer: OrderedPipeline<SealedBatch>?
+    private var sealFailure: Error?
     private let snapshotLock = NSLock()
     private var snapshotRunning = false
     private var snapshotNeeded = false
@@ -175,6 +189,11 @@ public final class Tailer {
         writer = try ChangeLogWriter(repository: repo)
         defer { writer.close() }
         patterns = options.namespaces.map(\.description)
+        if options.protector != nil {
+            sealer = OrderedPipeline(maxInFlight: ProcessInfo.processInfo.activeProcessorCount + 1) { [unowned self] batch in
+                try appendSealed(batch)
+            }
+        }
         try resumeOrStart()
         defer { waitForSnapshot() }
         var backoff = 0.25
@@ -219,6 +238,9 @@ public final class Tailer {
     // MARK: Where to start
 
     private func resumeOrStart() throws {
+        if options.startAt != nil, let (last, _) = writer.last {
+            throw CaptureError.changeLogExists(repository: options.repository, lastEntry: last.sequence, to: last.to.description)
+        }
         if let (last, _) = writer.last, last.namespaces == patterns {
             switch last.kind {
             case .segment:
@@ -241,7 +263,7 @@ public final class Tailer {
                 return
             }
         }
-        let now = try currentClusterTime()
+        let now = try options.startAt ?? currentClusterTime()
         startAt = now
         scope = Tailer.naturalScope(options.namespaces)
         snapshotNeeded = options.baseSnapshots
@@ -312,9 +334,8 @@ public final class Tailer {
             if segment != nil && segmentEvents > 0 && (txn == nil || txn != lastTxn) && rotationDue() {
                 try commitSegment(pbrt: nil)
             }
-            let sealed = try seal(event)
             if segment == nil { try openSegment() }
-            try segment!.append(sealed.bytes)
+            try add(event, from: stream)
             segmentEvents += 1
             if firstEventAt == nil { firstEventAt = Date() }
             if segmentFirstEvent == nil { segmentFirstEvent = ts }
@@ -355,8 +376,15 @@ public final class Tailer {
 
     /// No event within maxAwaitTimeMS: the post-batch token says how far the server has looked.
     private func idle(_ pbrt: Document?) throws {
+        try submitPending()
         if segmentEvents > 0 {
-            if rotationDue() { try commitSegment(pbrt: pbrt) }
+            // With --until, once the stream has gone past it nothing more belongs in the run:
+            // commit now rather than when the segment is old enough.
+            let seen = pbrt.flatMap(ResumeToken.clusterTime)?.predecessor
+            let untilSeen = options.until.map { until in
+                (lastEventTime.map { $0 >= until } ?? false) || (seen.map { $0 >= until } ?? false)
+            } ?? false
+            if rotationDue() || untilSeen { try commitSegment(pbrt: pbrt) }
             return
         }
         guard let pbrt, let seen = ResumeToken.clusterTime(pbrt) else { return }
@@ -365,6 +393,104 @@ public final class Tailer {
             || (options.until.map { covered < $0 && seen.predecessor >= $0 } ?? false) {
             try commitSegment(pbrt: pbrt)
         }
+    }
+
+    // MARK: Sealing
+
+    /// Events per sealing job, and documents per libmongocrypt context within one: with a key
+    /// per subject, libmongocrypt 1.7 matches every value's key against all the context's keys,
+    /// so small contexts are cheaper per value than large ones.
+    static let sealBatchEvents = 64
+    static let sealContextDocuments = 16
+
+    struct SealedBatch {
+        var events: [Document]
+        var result: Result<[Document], Error>
+    }
+
+    /// Puts an event into the open segment: at once without a protector; otherwise into the
+    /// pending batch, handed to the sealer when full or when the driver's batch is used up (the
+    /// next read goes to the server and may wait), so no event waits for a later one.
+    private func add(_ event: Document, from stream: ChangeStream) throws {
+        guard sealer != nil else { return try segment!.append(event.bytes) }
+        pending.append(event)
+        // The driver's cached token is the event's own until its batch is used up; then it is
+        // the server's post-batch token.
+        let batchUsedUp = stream.resumeToken.map { $0 != event["_id"]?.documentValue } ?? true
+        if pending.count >= Tailer.sealBatchEvents || batchUsedUp { try submitPending() }
+    }
+
+    private func submitPending() throws {
+        guard let sealer, let protector = options.protector, !pending.isEmpty else { return }
+        let events = pending
+        pending = []
+        try sealer.submit { SealedBatch(events: events, result: Result { try Tailer.protect(events, with: protector) }) }
+    }
+
+    /// Returns once every event added so far is in the open segment, in order.
+    private func drainSealer() throws {
+        if let sealFailure { throw sealFailure }
+        try submitPending()
+        do {
+            try sealer?.finish()
+        } catch {
+            sealFailure = error
+            throw error
+        }
+    }
+
+    /// The sealer's sink, on this thread, in submission order.
+    private func appendSealed(_ batch: SealedBatch) throws {
+        let sealed: [Document]
+        switch batch.result {
+        case .success(let events):
+            sealed = events
+        case .failure(let e as FieldCryptoError) where Tailer.keysOutOfReach(e):
+            // Here, event by event, pausing until the keys are back: nothing is written in clear.
+            sealed = try batch.events.map(seal)
+        case .failure(let e):
+            // Never a MongoError: the run loop would take it for a stream failure and go on
+            // without the batch.
+            sealFailure = e is MongoError ? CaptureError.changeStream(reason: "encrypting change events failed: \(e)") : e
+            throw sealFailure!
+        }
+        for event in sealed { try segment!.append(event.bytes) }
+    }
+
+    static func keysOutOfReach(_ e: FieldCryptoError) -> Bool {
+        switch e {
+        case .keyVault, .masterKey, .masterKeyMismatch, .kms: true
+        default: false
+        }
+    }
+
+    /// Encrypts a run of events: the same result as `protectEvent` one by one. Inserts and
+    /// replaces that carry only a full document are protected together through
+    /// `protect(batch:)`, per namespace: their keys found (or created, in one vault append)
+    /// for all of them at once, their values encrypted `sealContextDocuments` documents per
+    /// libmongocrypt context. Other events go through `protectEvent`.
+    static func protect(_ events: [Document], with protector: DocumentProtector) throws -> [Document] {
+        var out = events
+        var documents: [Namespace: [Int]] = [:]
+        for (i, event) in events.enumerated() {
+            let type = event["operationType"]?.stringValue
+            if type == "insert" || type == "replace", event["fullDocument"]?.documentValue != nil, event["updateDescription"] == nil,
+               event["fullDocumentBeforeChange"]?.documentValue == nil, let ns = event["ns"]?.documentValue,
+               let db = ns["db"]?.stringValue, let coll = ns["coll"]?.stringValue {
+                if protector.covers(database: db, collection: coll) { documents[Namespace(database: db, collection: coll), default: []].append(i) }
+            } else {
+                out[i] = try protector.protectEvent(event)
+            }
+        }
+        for (ns, indices) in documents {
+            for first in stride(from: 0, to: indices.count, by: sealContextDocuments) {
+                let part = indices[first..<min(first + sealContextDocuments, indices.count)]
+                let sealed = try protector.protect(batch: part.map { events[$0]["fullDocument"]!.documentValue! },
+                                                   database: ns.database, collection: ns.collection)
+                for (i, doc) in zip(part, sealed) { out[i] = events[i].setting("fullDocument", .document(doc)) }
+            }
+        }
+        return out
     }
 
     /// Encrypts the event's protected fields. Keys that cannot be reached pause the capture
@@ -405,6 +531,7 @@ public final class Tailer {
     /// resume point) move. With `pbrt`, the post-batch token of an idle stream, the entry also
     /// covers the quiet time up to it.
     private func commitSegment(pbrt: Document?) throws {
+        try drainSealer()
         if segment == nil {
             guard pbrt != nil else { return }
             try openSegment()

@@ -13,7 +13,11 @@ struct Bench: ParsableCommand {
         `ciphertail backup`, `ciphertail restore` into bench_restore.profiles, a single-threaded \
         plain bulk insert into bench_plain.profiles, and the zstd -3 CLI on the same raw BSON. \
         Prints throughput, peak RSS of the ciphertail processes, the compressed size and the \
-        ratios against the goals. Exits 0 whether or not a goal is met; non-zero when a phase fails.
+        ratios against the goals. Unless --no-tail: a bare change stream reading events already \
+        in the oplog against `ciphertail tail` of the same events (encrypted, compressed), the \
+        lag of `ciphertail tail` behind a writer at --lag-rate, and `restore --at` replay against \
+        a plain ordered bulk write of the same operations (databases bench_tail, bench_pitr). \
+        Exits 0 whether or not a goal is met; non-zero when a phase fails.
         """)
 
     @Option(help: "MongoDB connection string (a replica set; databases bench, bench_restore and bench_plain are used).")
@@ -40,12 +44,26 @@ struct Bench: ParsableCommand {
     @Flag(name: .customLong("no-encryption"), help: "Skip the encrypted backup and restore phases and the crypto cost figures.")
     var noEncryption = false
 
+    @Flag(name: .customLong("no-tail"), help: "Skip the tailing phases (change-stream read limit against ciphertail tail, lag, point-in-time replay).")
+    var noTail = false
+
+    @Option(name: .customLong("tail-events"), help: "Change events for the read-limit, tail and replay phases (4 inserts to 1 update).")
+    var tailEvents = 100_000
+
+    @Option(name: .customLong("lag-rate"), help: "Inserts per second while the lag is measured.")
+    var lagRate = 5_000.0
+
+    @Option(name: .customLong("lag-seconds"), help: "How long the writer runs while the lag is measured.")
+    var lagSeconds = 20.0
+
     static let sourceNS = Namespace(database: "bench", collection: "profiles")
     static let restoreNS = Namespace(database: "bench_restore", collection: "profiles")
     static let plainNS = Namespace(database: "bench_plain", collection: "profiles")
 
     func validate() throws {
         if docs < 1 { throw ValidationError("--docs must be at least 1") }
+        if tailEvents < 100 { throw ValidationError("--tail-events must be at least 100") }
+        if !(lagRate >= 100) || !(lagSeconds >= 1) { throw ValidationError("--lag-rate must be at least 100 and --lag-seconds at least 1") }
     }
 
     func run() throws {
@@ -104,6 +122,12 @@ struct Bench: ParsableCommand {
             encryptedValues = try encryptedPhases(ciphertail, client: client, scanned: best, phases: &phases)
         }
 
+        // Before the bulk insert loads the collection into this process (RSS floors, see above).
+        var tailing: TailingResults?
+        if !noTail {
+            tailing = try tailPhases(ciphertail, client: client)
+        }
+
         print("plain bulk insert (loading the documents into memory first, untimed)")
         let bsonFile = "\(work)/profiles.bson"
         let plain = client.collection(Bench.plainNS)
@@ -144,8 +168,10 @@ struct Bench: ParsableCommand {
         var results = summarize(phases: phases, notes: notes, seed: seedInfo, scans: scans, backup: backupOut)
         results.kmip = kmipCosts
         if !noEncryption { addEncryption(&results, phases: phases, values: encryptedValues, costs: costs) }
+        if let tailing { addTailing(&results, tailing) }
         printTable(results, order: ["scan", "backup", "bulkInsert", "restore", "encBackupCold", "encBackupWarm", "encRestore", "zstd"])
         if let e = results.encryption { printEncryption(e) }
+        if let t = results.tailing { printTailing(t) }
         if let k = results.kmip {
             print(String(format: "\nKMIP (%@): Get round trip %.0f µs; TLS connect %.1f ms; pipeline cold start %.1f ms with the KMIP master key, "
                          + "%.1f ms with a local one (steady state: no KMIP request per field, unwrapping is cached)",

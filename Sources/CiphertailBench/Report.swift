@@ -81,6 +81,7 @@ struct Results: Codable {
     var notes: [String]
     var encryption: Encryption?
     var kmip: KMIPCosts?
+    var tailing: TailingResults?
 
     struct Encryption: Codable {
         var encryptedValuesPerBackup: Int64

@@ -29,6 +29,73 @@ struct ChildRun {
 /// footprint small before spawning, and `maxRSSFloor` plus the VmHWM sampling tell whether
 /// the figure is the child's own.
 func runChild(_ argv: [String], stdoutPath: String) throws -> ChildRun {
+    try startChild(argv, stdoutPath: stdoutPath).wait()
+}
+
+/// A child started by `startChild`: sample it, signal it, wait for it.
+final class RunningChild {
+    let pid: pid_t
+    let argv: [String]
+    let stdoutPath: String
+    private let floor: Int64
+    private let start: UInt64
+    private(set) var sampledPeakRSS: Int64?
+
+    fileprivate init(pid: pid_t, argv: [String], stdoutPath: String, floor: Int64, start: UInt64) {
+        self.pid = pid
+        self.argv = argv
+        self.stdoutPath = stdoutPath
+        self.floor = floor
+        self.start = start
+    }
+
+    /// Reads VmHWM while the child is alive (or a zombie); once reaped its pid could be reused.
+    func sample() {
+        if let hwm = vmHWM(pid: pid) { sampledPeakRSS = max(sampledPeakRSS ?? 0, hwm) }
+    }
+
+    func signal(_ sig: Int32) { kill(pid, sig) }
+
+    /// Alive and not yet a zombie (Linux: the state in /proc/PID/stat).
+    var isRunning: Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return false }
+        let state = stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).prefix(1)
+        return state != "Z" && state != "X"
+    }
+
+    var seconds: Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 }
+
+    /// Waits for the child, sampling its RSS every 5 ms (polling rather than blocking, so
+    /// /proc/PID can be read while it runs).
+    func wait(timeout: Double? = nil) throws -> ChildRun {
+        var status: Int32 = 0
+        var usage = rusage()
+        while true {
+            let r = wait4(pid, &status, WNOHANG, &usage)
+            if r == pid { break }
+            if r < 0 && errno != EINTR { throw BenchError("wait4 on \(argv[0]): \(String(cString: strerror(errno)))") }
+            sample()
+            if let timeout, seconds > timeout {
+                kill(pid, SIGKILL)
+                timeoutHit = true
+            }
+            usleep(5_000)
+        }
+        let elapsed = seconds
+        let signal = status & 0x7F
+        let exitStatus = signal == 0 ? (status >> 8) & 0xFF : 128 + signal
+        let out = FileManager.default.contents(atPath: stdoutPath) ?? Data()
+        if timeoutHit { throw BenchError("\(argv.prefix(2).joined(separator: " ")) did not finish within \(Int(timeout ?? 0)) s; killed") }
+        return ChildRun(exitStatus: exitStatus, seconds: elapsed, cpuSeconds: cpuSeconds(usage), maxRSS: maxRSSBytes(usage),
+                        maxRSSFloor: floor, sampledPeakRSS: sampledPeakRSS, stdout: out)
+    }
+    private var timeoutHit = false
+}
+
+/// Starts `argv` with stdin from /dev/null, stdout into `stdoutPath` and stderr shared with
+/// ours (so progress shows). See `runChild` for what its peak RSS means.
+func startChild(_ argv: [String], stdoutPath: String) throws -> RunningChild {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -43,26 +110,7 @@ func runChild(_ argv: [String], stdoutPath: String) throws -> ChildRun {
     var pid: pid_t = 0
     let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, environ)
     guard rc == 0 else { throw BenchError("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
-
-    var status: Int32 = 0
-    var usage = rusage()
-    var sampled: Int64?
-    // Poll rather than block so /proc/PID can be sampled while the child is alive (or a
-    // zombie); once reaped its pid could be reused.
-    while true {
-        let r = wait4(pid, &status, WNOHANG, &usage)
-        if r == pid { break }
-        if r < 0 && errno != EINTR { throw BenchError("wait4 on \(argv[0]): \(String(cString: strerror(errno)))") }
-        if let hwm = vmHWM(pid: pid) { sampled = max(sampled ?? 0, hwm) }
-        usleep(5_000)
-    }
-    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-
-    let signal = status & 0x7F
-    let exitStatus = signal == 0 ? (status >> 8) & 0xFF : 128 + signal
-    let out = FileManager.default.contents(atPath: stdoutPath) ?? Data()
-    return ChildRun(exitStatus: exitStatus, seconds: seconds, cpuSeconds: cpuSeconds(usage), maxRSS: maxRSSBytes(usage),
-                    maxRSSFloor: floor, sampledPeakRSS: sampled, stdout: out)
+    return RunningChild(pid: pid, argv: argv, stdoutPath: stdoutPath, floor: floor, start: start)
 }
 
 func selfPeakRSS() -> Int64 {

@@ -70,6 +70,7 @@ func classify(_ error: Error) -> (Int32, String) {
     case let e as CaptureError:
         if case .eventTooLarge = e { return (Exit.unexpected, e.description) }
         if case .unsupportedRule = e { return (Exit.usage, e.description) }
+        if case .changeLogExists = e { return (Exit.refused, e.description) }
         return (Exit.mongo, e.description)
     case let e as RestoreError:
         switch e {

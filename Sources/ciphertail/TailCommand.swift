@@ -28,7 +28,8 @@ struct TailCommand: ParsableCommand {
         capture pauses: nothing is ever written in clear.
 
         Runs until SIGINT or SIGTERM (it commits the open segment, then exits 0), or with \
-        --until until the log is durable up to that time.
+        --until until the log is durable up to that time. A new log starts now, or with \
+        --start-at at an earlier cluster time whose history the oplog still holds.
 
         Examples:
           ciphertail tail --pipeline pipelines/continuous.yaml
@@ -65,6 +66,9 @@ struct TailCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Exit once the log is durable up to this time (ISO 8601, T:I or a resume token) and any base snapshot is done.", valueName: "time"))
     var until: String?
 
+    @Option(name: .customLong("start-at"), help: ArgumentHelp("Start a new change log at this cluster time (T:I, ISO 8601 or a resume token) instead of now, to take in history still in the oplog. Refused (exit 4) when the repository already has a change log.", valueName: "time"))
+    var startAt: String?
+
     @Option(help: ArgumentHelp("zstd compression level (1-19, default 3).", valueName: "n"))
     var level: Int?
 
@@ -91,6 +95,12 @@ struct TailCommand: ParsableCommand {
             options.onLargeEvent = LargeEventPolicy(rawValue: onLargeEvent ?? file.tail?.onLargeEvent ?? "stop") ?? .stop
             options.baseSnapshots = !noBaseSnapshot && (file.tail?.baseSnapshot ?? true)
             options.until = try until.map(PointInTimeTarget.parse)
+            options.startAt = try startAt.map { text in
+                // An ISO time names a whole second; a start is at its beginning, not its end.
+                let t = try PointInTimeTarget.parse(text)
+                let isoTime = t.i == .max && ClusterTime(string: text.trimmingCharacters(in: .whitespaces)) == nil
+                return isoTime ? ClusterTime(t: t.t, i: 0) : t
+            }
             options.snapshotSettings = { b in
                 b.compressionLevel = Int32(settings.compressionLevel)
                 b.blockBytes = settings.blockBytes
@@ -118,7 +128,9 @@ struct TailCommand: ParsableCommand {
                 events += entry.events ?? 0
                 progress.update("tail: \(events) events, durable to \(entry.to)", done: nil, total: nil)
             }
-            let summary = try Tailer(options, logger: logger).run()
+            var summary = try Tailer(options, logger: logger).run()
+            summary.encryptedValues = options.protector?.encryptedValues
+            summary.keysCreated = options.protector?.keysCreated
             progress.finish()
             if common.json {
                 try printJSON(summary)

@@ -187,6 +187,88 @@ final class TailTests: XCTestCase {
         for (txn, segs) in segmentsPerTxn { XCTAssertEqual(segs.count, 1, "transaction \(txn) spread over segments \(segs)") }
     }
 
+    /// Tailing with encryption rules through the CLI, from an earlier cluster time
+    /// (`--start-at`) to `--until`: events are sealed in batches on other threads, yet the log
+    /// holds every event once, in cluster-time order, with no protected value in clear, and a
+    /// decrypting `restore --at` equals the source. `--start-at` on a repository that already
+    /// has a change log is refused.
+    func testEncryptedTailFromAnEarlierTimeKeepsOrderAndHidesProtectedValues() throws {
+        let src = TestEnv.uniqueName("tail_enc"), dst = src + "_r"
+        defer { dropDatabases(src, dst) }
+        let client = try TestEnv.client()
+        let ns = Namespace(database: src, collection: "users")
+        let dir = TestEnv.temporaryDirectory("tailenc")
+        let pipe = dir + "/p.yaml"
+        try writeUsersPipeline(pipe, database: src, dir: dir, vault: dir + "/vault", master: dir + "/master.key", ruleNamespace: "\(src).*",
+                               fields: ["ssn": "deterministic", "name": "random", "address": "random"])
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--pipeline", pipe]).status, 0)
+        func user(_ i: Int) -> Document {
+            ["_id": .int32(Int32(i)), "userId": .string("u\(i % 150)"), "name": .string("SECRETNAME\(i)"), "ssn": .string("SECRETSSN\(i)"),
+             "address": ["city": .string("SECRETCITY\(i)"), "zip": "12345"], "plan": "basic"]
+        }
+        try insert(client, ns, (0..<10).map(user))
+        let base = TestEnv.ciphertail(["backup", "--pipeline", pipe, "--json"])
+        XCTAssertEqual(base.status, 0, base.stderr)
+        let end = try XCTUnwrap((try JSONSerialization.jsonObject(with: Data(base.stdout.utf8)) as? [String: Any])?["clusterTime"] as? [String: Any])["end"] as? [String: Any]
+        // The snapshot holds every change up to its consistent point: the log starts right after.
+        let t0 = ClusterTime(t: UInt32(end?["t"] as? Int ?? 0), i: UInt32(end?["i"] as? Int ?? 0)).successor
+
+        // After the snapshot: inserts (150 users, so many keys), replacements, updates of a
+        // protected field, of a field inside an encrypted subtree and of a plain one, deletes.
+        var expected = 0
+        for round in 0..<3 {
+            try insert(client, ns, (0..<200).map { user(1000 * (round + 1) + $0) })
+            let bulk = client.collection(ns).bulk(ordered: true)
+            for i in 0..<40 {
+                let id = BSONValue.int32(Int32(1000 * (round + 1) + i))
+                try bulk.replaceOne(["_id": id], with: user(1000 * (round + 1) + i).setting("plan", "pro"), upsert: false)
+                try bulk.updateOne(["_id": id], update: ["$set": ["ssn": .string("SECRETSSN-new\(i)"), "address.city": "SECRETCITY-moved", "n": .int32(Int32(round))]])
+                try bulk.deleteOne(["_id": .int32(Int32(1000 * (round + 1) + 100 + i))])
+            }
+            try bulk.execute()
+            expected += 200 + 3 * 40
+        }
+        let last = try operationTime(client)
+        let repo = dir + "/repo"
+        let tail = TestEnv.ciphertail(["tail", "--pipeline", pipe, "--no-base-snapshot", "--start-at", t0.description,
+                                       "--until", last.description, "--segment-max-age", "0.2", "--json"])
+        XCTAssertEqual(tail.status, 0, tail.stderr)
+        let summary = try JSONSerialization.jsonObject(with: Data(tail.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual(summary?["events"] as? Int, expected)
+        XCTAssertGreaterThan(summary?["encryptedValues"] as? Int ?? 0, 0)
+
+        let log = ChangeLog(repository: try Repository(path: repo))
+        var times: [ClusterTime] = []
+        var ids = Set<String>()
+        for e in log.load().entries.map(\.entry) where e.kind == .segment {
+            let reader = try SegmentReader(path: log.segmentPath(e))
+            while let b = try reader.nextBlock() {
+                XCTAssertNil(String(decoding: b.data, as: UTF8.self).range(of: "SECRET"), "plaintext in segment \(e.sequence)")
+                b.forEachRecord { raw in
+                    let event = Document(trusted: Array(raw))
+                    times.append(event["clusterTime"]?.timestampValue ?? ClusterTime(t: 0, i: 0))
+                    ids.insert(event["_id"]?.documentValue?.canonicalJSON ?? "")
+                    if let full = event["fullDocument"]?.documentValue {
+                        guard case .binary(6, _)? = full["name"] else { return XCTFail("name not encrypted in \(event.relaxedJSON)") }
+                    }
+                }
+            }
+        }
+        XCTAssertEqual(times.count, expected)
+        XCTAssertEqual(ids.count, expected, "an event is in the log twice")
+        XCTAssertEqual(times, times.sorted(), "events out of cluster-time order")
+        XCTAssertGreaterThanOrEqual(times.first ?? ClusterTime(t: 0, i: 0), t0)
+
+        let r = TestEnv.ciphertail(["restore", "--pipeline", pipe, "--at", last.description, "--ns-from", "\(src).*", "--ns-to", "\(dst).*", "--drop", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try TestEnv.documents(client, Namespace(database: dst, collection: "users")).map(\.bytes),
+                       try TestEnv.documents(client, ns).map(\.bytes))
+
+        let again = TestEnv.ciphertail(["tail", "--pipeline", pipe, "--no-base-snapshot", "--start-at", t0.description, "--until", last.description])
+        XCTAssertEqual(again.status, 4, again.stderr)
+        XCTAssertTrue(again.stderr.contains("--start-at"), again.stderr)
+    }
+
     /// Dropping and renaming the followed collection invalidates a collection stream: the
     /// invalidate is recorded and the tailer goes on at database scope, so later writes to a
     /// re-created collection are still captured.
