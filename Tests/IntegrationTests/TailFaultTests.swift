@@ -181,14 +181,83 @@ final class TailFaultTests: XCTestCase {
 
     /// The source mongod restarts while the tailer follows it: the tailer retries, resumes from
     /// its token, records no gap, and loses nothing.
-    func testMongodRestartWhileTailing() throws {
-        // Its own replica set (a fixed port: the set's configuration names it), so that the
-        // shared test mongod never goes down under other tests.
-        let name = "ct-tail-restart", port = 27127
-        let start = TestEnv.shell("\(TestEnv.root)/ops/mongod.sh start \(name) \(port)")
+    /// The fault tests' own replica set (a fixed port: the set's configuration names it), so
+    /// that the shared test mongod never goes down under other tests, with test commands on
+    /// for the server's failCommand fail point.
+    static let faultMongod = (name: "ct-tail-faults", port: 27127)
+
+    func startFaultMongod() throws -> String {
+        let start = TestEnv.shell("CIPHERTAIL_MONGOD_ARGS='--setParameter enableTestCommands=1' \(TestEnv.root)/ops/mongod.sh start \(Self.faultMongod.name) \(Self.faultMongod.port)")
         XCTAssertEqual(start.status, 0, start.stderr)
-        defer { TestEnv.shell("\(TestEnv.root)/ops/mongod.sh stop \(name)") }
-        let uri = start.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        return start.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    override class func tearDown() { TestEnv.shell("\(TestEnv.root)/ops/mongod.sh stop \(faultMongod.name)") }
+
+    /// The server refuses to resume the stream (286, ChangeStreamHistoryLost): the tailer
+    /// records the lost stretch as a gap, alerts, takes a new base snapshot and carries on.
+    /// Restores into the gap are refused; after the new snapshot they work. A replica set
+    /// whose oplog never rolled over cannot tell lost history from none (its oplog starts at
+    /// its own beginning), so the test has the server fail the resuming aggregate with 286
+    /// through its failCommand fail point.
+    func testHistoryLostIsRecordedAsAGapAndANewBaseSnapshotIsTaken() throws {
+        let uri = try startFaultMongod()
+        let source = try Client(ConnectionString(uri))
+        let db = "gap", dst = TestEnv.uniqueName("tail_gap_r")
+        defer { dropDatabases(dst) }
+        try? source.database(db).drop()
+        let ns = Namespace(database: db, collection: "c")
+        let bulk = source.collection(ns).bulk(ordered: true)
+        for i in 0..<20 { try bulk.insert(["_id": .int32(Int32(i))]) }
+        try bulk.execute()
+        let repo = TestEnv.temporaryDirectory("tailgap")
+        let first = TailRun({ $0.namespaces = [try! NamespacePattern("gap.*")] }, repo: repo, uri: uri)
+        try waitCovered(repo, try operationTime(source))
+        XCTAssertEqual(try first.stop().snapshots.count, 1)
+        let r = try Repository(path: repo)
+        let before = try XCTUnwrap(ChangeLog(repository: r).load().entries.last?.entry)
+        // Written while no tailer runs: the history the resume then fails to find.
+        try source.runCommand(["insert": "c", "documents": .array((50..<55).map { ["_id": .int32(Int32($0))] })], database: db)
+        let lost = try operationTime(source)
+        try source.runCommand(["insert": "c", "documents": [["_id": 1]]], database: "gap_other")  // the cluster's time moves on
+
+        try source.runCommand(["configureFailPoint": "failCommand", "mode": ["times": 1],
+                               "data": ["failCommands": ["aggregate"], "errorCode": 286, "appName": "ciphertail-tail"]])
+        let run = TailRun({ $0.namespaces = [try! NamespacePattern("gap.*")] }, repo: repo, uri: uri)
+        let deadline = Date().addingTimeInterval(60)
+        while run.alerts.allSatisfy({ $0.kind != .gap }) && Date() < deadline && !run.finished { usleep(50_000) }
+        try source.runCommand(["insert": "c", "documents": [["_id": 100]]], database: db)
+        let end = try operationTime(source)
+        try waitCovered(repo, end)
+        let summary = try run.stop()
+        XCTAssertEqual(summary.gaps, 1)
+        XCTAssertEqual(summary.snapshots.count, 1, "a new base snapshot after the gap")
+        XCTAssertTrue(run.alerts.contains { $0.kind == .gap })
+        let gap = try XCTUnwrap(ChangeLog(repository: r).load().entries.map(\.entry).first { $0.kind == .gap })
+        XCTAssertEqual(gap.code, 286)
+        XCTAssertEqual(gap.from, before.to.successor, "the gap starts right after what was captured")
+        XCTAssertEqual(r.backupIDs().count, 2)
+        XCTAssertGreaterThanOrEqual(gap.to, lost, "the gap holds what was written while no tailer ran")
+        // Inside the gap: refused, with the windows listed; exit 5.
+        let inside = restoreAt(repo, lost.description, from: "gap.*", to: "\(dst).*")
+        XCTAssertEqual(inside.status, 5, inside.stderr)
+        XCTAssertTrue(inside.stderr.contains("restorable:"), inside.stderr)
+        let windows = PointInTime.windows(r)
+        XCTAssertEqual(windows.count, 2, "\(windows)")
+        // Before the gap and after it: both restorable (into the shared test mongod).
+        XCTAssertEqual(restoreAt(repo, before.to.description, from: "gap.*", to: "\(dst).*").status, 0)
+        XCTAssertEqual(try TestEnv.documents(try TestEnv.client(), Namespace(database: dst, collection: "c")).count, 20)
+        let after = restoreAt(repo, end.description, from: "gap.*", to: "\(dst).*")
+        XCTAssertEqual(after.status, 0, after.stderr)
+        XCTAssertEqual(try TestEnv.documents(try TestEnv.client(), Namespace(database: dst, collection: "c")).count, 26)
+        let verify = TestEnv.ciphertail(["verify", "--repo", repo])
+        XCTAssertEqual(verify.status, 0, verify.stdout)
+        XCTAssertTrue(verify.stdout.contains("recorded gap"), verify.stdout)
+    }
+
+    func testMongodRestartWhileTailing() throws {
+        let uri = try startFaultMongod()
+        let name = Self.faultMongod.name, port = Self.faultMongod.port
         let client = try Client(ConnectionString(uri))
         let ns = Namespace(database: "restart", collection: "c")
         try? client.database("restart").drop()
@@ -200,7 +269,7 @@ final class TailFaultTests: XCTestCase {
         try waitCovered(repo, try operationTime(client))
         XCTAssertEqual(TestEnv.shell("\(TestEnv.root)/ops/mongod.sh stop \(name)").status, 0)
         usleep(1_500_000)
-        XCTAssertEqual(TestEnv.shell("\(TestEnv.root)/ops/mongod.sh start \(name) \(port)").status, 0)
+        XCTAssertEqual(TestEnv.shell("CIPHERTAIL_MONGOD_ARGS='--setParameter enableTestCommands=1' \(TestEnv.root)/ops/mongod.sh start \(name) \(port)").status, 0)
         let after = try Client(ConnectionString(uri))
         var done = false
         for _ in 0..<100 where !done {

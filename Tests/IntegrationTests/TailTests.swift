@@ -319,58 +319,6 @@ final class TailTests: XCTestCase {
         XCTAssertTrue(s2.snapshots.isEmpty, "a resumed line needs no new base snapshot")
     }
 
-    /// A resume token whose history the oplog no longer holds: the server refuses to resume
-    /// (286), the tailer records the lost stretch as a gap, alerts, takes a new base snapshot
-    /// and carries on. Restores across the gap are refused; after the new snapshot they work.
-    func testHistoryLostIsRecordedAsAGapAndANewBaseSnapshotIsTaken() throws {
-        let src = TestEnv.uniqueName("tail_gap"), dst = src + "_r"
-        defer { dropDatabases(src, dst) }
-        let client = try TestEnv.client()
-        let ns = Namespace(database: src, collection: "c")
-        try insert(client, ns, (0..<20).map { ["_id": .int32(Int32($0))] })
-        let repo = TestEnv.temporaryDirectory("tailgap")
-        // A log whose last entry resumes from 2001: long gone from any oplog.
-        let r = try Repository(path: repo, create: true)
-        let old = ClusterTime(t: 1_000_000_000, i: 1)
-        try {
-            let writer = try ChangeLogWriter(repository: r)  // released (lock and all) at the end of this closure
-            let stale = String(format: "82%08X%08X2B0229296E04", old.t, old.i)
-            let seg = try writer.openSegment(level: 3)
-            try writer.commit(seg) { e in
-                e.lineage = "old-line"
-                e.from = ClusterTime(t: 999_999_000, i: 0)
-                e.to = old
-                e.namespaces = ["\(src).*"]
-                e.resumeToken = Document(["_data": .string(stale)]).canonicalJSON
-                e.scope = "database"
-            }
-        }()
-        let run = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).*")] }, repo: repo)
-        let deadline = Date().addingTimeInterval(60)
-        while run.alerts.allSatisfy({ $0.kind != .gap }) && Date() < deadline && !run.finished { usleep(50_000) }
-        try insert(client, ns, [["_id": 100]])
-        let end = try operationTime(client)
-        try waitCovered(repo, end)
-        let summary = try run.stop()
-        XCTAssertEqual(summary.gaps, 1)
-        XCTAssertEqual(summary.snapshots.count, 1)
-        XCTAssertTrue(run.alerts.contains { $0.kind == .gap })
-        let log = ChangeLog(repository: r)
-        let gap = try XCTUnwrap(log.load().entries.map(\.entry).first { $0.kind == .gap })
-        XCTAssertEqual(gap.code, 286)
-        XCTAssertEqual(gap.from, old.successor)
-        // Inside the gap: refused, with the windows listed; exit 5.
-        let inside = restoreAt(repo, ClusterTime(t: 1_500_000_000, i: 0).description, from: "\(src).*", to: "\(dst).*")
-        XCTAssertEqual(inside.status, 5, inside.stderr)
-        XCTAssertTrue(inside.stderr.contains("restorable:"), inside.stderr)
-        let after = restoreAt(repo, end.description, from: "\(src).*", to: "\(dst).*")
-        XCTAssertEqual(after.status, 0, after.stderr)
-        XCTAssertEqual(try TestEnv.documents(client, Namespace(database: dst, collection: "c")).count, 21)
-        let verify = TestEnv.ciphertail(["verify", "--repo", repo])
-        XCTAssertEqual(verify.status, 0, verify.stdout)
-        XCTAssertTrue(verify.stdout.contains("recorded gap"), verify.stdout)
-    }
-
     /// An update whose event with its full document passes 16 MB: named (namespace and key)
     /// and, by policy, fatal or a gap after which tailing goes on.
     func testOversizedEventStopsOrBecomesAGap() throws {
