@@ -8,16 +8,25 @@ import Pipeline
 /// The encrypted-backup workload of issue 3: five fields of every profile, SSN and email
 /// deterministic, name, phone and address random, one data key per user (`userId`).
 func writeEncryptionPipeline(work: String, uri: String) throws -> String {
-    let path = "\(work)/encrypted.yaml"
+    try writeProfilePipeline(path: "\(work)/encrypted.yaml", workload: "the encrypted-backup workload", uri: uri,
+                             namespace: Bench.sourceNS.description, rule: Bench.sourceNS.description, files: "\(work)/enc")
+}
+
+/// A pipeline over `namespace` that protects the profile's five fields under `rule`, with a
+/// key per user, its own key vault and master key (`<files>-repo`, `-keyvault`, `-master.key`),
+/// and any extra top-level sections.
+func writeProfilePipeline(path: String, workload: String, uri: String, namespace: String, rule: String, files: String,
+                          extra: String = "") throws -> String {
     let yaml = """
-    # Written by ciphertail-bench: the encrypted-backup workload.
-    source: {uri: "\(uri)", namespaces: [\(Bench.sourceNS)]}
-    archive: {repo: \(work)/enc-repo}
+    # Written by ciphertail-bench: \(workload).
+    source: {uri: "\(uri)", namespaces: [\(namespace)]}
+    archive: {repo: \(files)-repo}
+    \(extra)
     encryption:
-      keyVault: \(work)/enc-keyvault
-      masterKey: {provider: local, local: {keyFile: \(work)/enc-master.key}}
+      keyVault: \(files)-keyvault
+      masterKey: {provider: local, local: {keyFile: \(files)-master.key}}
       rules:
-        - namespace: \(Bench.sourceNS)
+        - namespace: \(rule)
           subject: userId
           fields:
             - {path: ssn, algorithm: deterministic}

@@ -296,28 +296,9 @@ extension Bench {
     /// The tail workload's pipeline: the five protected fields of the encrypted backup, a key
     /// per user, its own key vault and master key.
     func writeTailPipeline() throws -> String {
-        let path = "\(work)/tail.yaml"
-        let yaml = """
-        # Written by ciphertail-bench: the tailing workload.
-        source: {uri: "\(uri)", namespaces: [\(Bench.tailNS)]}
-        archive: {repo: \(work)/tail-repo}
-        tail: {segmentMaxAgeSeconds: 1}
-        encryption:
-          keyVault: \(work)/tail-keyvault
-          masterKey: {provider: local, local: {keyFile: \(work)/tail-master.key}}
-          rules:
-            - namespace: \(Bench.tailNS.database).*
-              subject: userId
-              fields:
-                - {path: ssn, algorithm: deterministic}
-                - {path: email, algorithm: deterministic}
-                - {path: name, algorithm: random}
-                - {path: phone, algorithm: random}
-                - {path: address, algorithm: random}
-
-        """
-        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
-        return path
+        try writeProfilePipeline(path: "\(work)/tail.yaml", workload: "the tailing workload", uri: uri,
+                                 namespace: Bench.tailNS.description, rule: "\(Bench.tailNS.database).*", files: "\(work)/tail",
+                                 extra: "tail: {segmentMaxAgeSeconds: 1}")
     }
 
     /// A bare libmongoc change stream with the tailer's options, from `t0`, until `count`
