@@ -23,14 +23,7 @@ struct BackupCommand: ParsableCommand {
 
     @OptionGroup var common: CommonOptions
 
-    @Option(help: ArgumentHelp("MongoDB connection string of the source.", valueName: "uri"))
-    var uri: String?
-
-    @Option(help: ArgumentHelp("Repository folder (created on first use).", valueName: "dir"))
-    var repo: String?
-
-    @Option(help: ArgumentHelp("Namespace to include: db.coll or db.* (repeatable; default: all user databases).", valueName: "pattern"))
-    var ns: [String] = []
+    @OptionGroup var source: SourceOptions
 
     @Option(help: ArgumentHelp("zstd compression level (1-19, default 3).", valueName: "n"))
     var level: Int?
@@ -40,7 +33,7 @@ struct BackupCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let file = try common.loadPipeline()
-            let settings = file.resolve(uri: uri, namespaces: ns, repo: repo, level: level)
+            let settings = file.resolve(uri: source.uri, namespaces: source.ns, repo: source.repo, level: level)
             guard let uri = settings.uri else { throw ValidationError("no source: give --uri or source.uri in the pipeline file") }
             guard let repo = settings.repo else { throw ValidationError("no repository: give --repo or archive.repo in the pipeline file") }
             var options = BackupOptions(connection: ConnectionString(uri), repository: repo)
@@ -117,4 +110,16 @@ struct CaptureKeys {
         poller = settings.startKeyStatePolling(engine, logger: common.makeLogger("kmip"))
         protector = DocumentProtector(rules: rules, engine: engine)
     }
+}
+
+/// Where a capture (backup, tail) reads from and writes to.
+struct SourceOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("MongoDB connection string of the source.", valueName: "uri"))
+    var uri: String?
+
+    @Option(help: ArgumentHelp("Repository folder (created on first use).", valueName: "dir"))
+    var repo: String?
+
+    @Option(help: ArgumentHelp("Namespace to capture: db.coll, db.* or *.coll (repeatable; default: all user databases).", valueName: "pattern"))
+    var ns: [String] = []
 }

@@ -32,21 +32,14 @@ struct TailCommand: ParsableCommand {
         --start-at at an earlier cluster time whose history the oplog still holds.
 
         Examples:
-          ciphertail tail --pipeline pipelines/continuous.yaml
+          ciphertail tail --pipeline pipelines/continuous-backup.yaml
           ciphertail tail --uri 'mongodb://127.0.0.1:27017/?replicaSet=rs0' --repo /srv/ct --ns 'shop.*'
-          ciphertail tail --pipeline pipelines/continuous.yaml --until 1795367540:3 --json
+          ciphertail tail --pipeline pipelines/continuous-backup.yaml --until 1795367540:3 --json
         """)
 
     @OptionGroup var common: CommonOptions
 
-    @Option(help: ArgumentHelp("MongoDB connection string of the source.", valueName: "uri"))
-    var uri: String?
-
-    @Option(help: ArgumentHelp("Repository folder (created on first use).", valueName: "dir"))
-    var repo: String?
-
-    @Option(help: ArgumentHelp("Namespace to follow: db.coll, db.* or *.coll (repeatable; default: all user databases).", valueName: "pattern"))
-    var ns: [String] = []
+    @OptionGroup var source: SourceOptions
 
     @Option(name: .customLong("segment-max-size"), help: ArgumentHelp("Close a change segment at this much event data (default 64MiB).", valueName: "size"))
     var segmentMaxSize: String?
@@ -83,7 +76,7 @@ struct TailCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let file = try common.loadPipeline()
-            let settings = file.resolve(uri: uri, namespaces: ns, repo: repo, level: level)
+            let settings = file.resolve(uri: source.uri, namespaces: source.ns, repo: source.repo, level: level)
             guard let uri = settings.uri else { throw ValidationError("no source: give --uri or source.uri in the pipeline file") }
             guard let repo = settings.repo else { throw ValidationError("no repository: give --repo or archive.repo in the pipeline file") }
             var options = TailOptions(connection: ConnectionString(uri), repository: repo)
