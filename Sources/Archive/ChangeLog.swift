@@ -170,8 +170,11 @@ public final class ChangeLog {
     /// Walks the chain and cuts it wherever it is not whole: a gap entry, an entry that does
     /// not load or is missing, a `previous` hash that does not match, a jump in cluster time, a
     /// change of followed namespaces, or (with `checkSegments`) a segment file that is missing.
-    public func coverage(checkSegments: Bool = true) -> (intervals: [Coverage], breaks: [ChainBreak]) {
-        let (entries, unreadable) = load()
+    /// `loaded`: what `load()` returned, when the caller also needs the entries (one read of the log).
+    public func coverage(checkSegments: Bool = true,
+                         of loaded: (entries: [(entry: ChangeEntry, hash: String)], unreadable: [(sequence: Int64, error: Error)])? = nil)
+        -> (intervals: [Coverage], breaks: [ChainBreak]) {
+        let (entries, unreadable) = loaded ?? load()
         let bad = Dictionary(unreadable.map { ($0.sequence, $0.error) }, uniquingKeysWith: { a, _ in a })
         var intervals: [Coverage] = []
         var breaks: [ChainBreak] = []

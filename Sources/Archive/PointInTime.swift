@@ -104,14 +104,15 @@ public enum PointInTime {
     /// the change log reaches `target` without a break. Refuses with the restorable windows.
     public static func plan(_ repo: Repository, at target: ClusterTime, requested: String? = nil) throws -> RestorePoint {
         let log = ChangeLog(repository: repo)
-        let (intervals, breaks) = log.coverage()
+        let loaded = log.load()
+        let (intervals, breaks) = log.coverage(of: loaded)
         let candidates = repo.listBackups().manifests.filter { $0.clusterTime.end <= target }
             .sorted { $0.clusterTime.end > $1.clusterTime.end }
         for m in candidates {
             let t1 = m.clusterTime.end
             if t1 == target { return RestorePoint(base: m, target: target, changes: [], followed: nil) }
             guard let c = extending(t1, intervals), c.to >= target else { continue }
-            let entries = log.load().entries.map(\.entry).filter {
+            let entries = loaded.entries.map(\.entry).filter {
                 $0.kind == .segment && $0.sequence >= c.firstSequence && $0.sequence <= c.lastSequence
                     && $0.to > t1 && $0.from <= target
             }

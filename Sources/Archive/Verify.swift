@@ -51,14 +51,15 @@ public enum Verifier {
     public static func verifyChangeLog(_ repo: Repository, progress: ((Int64) -> Void)? = nil) -> (report: VerifyReport, gaps: [ChainBreak]) {
         let log = ChangeLog(repository: repo)
         var report = VerifyReport(backup: "changes", segments: 0, blocks: 0, records: 0, bytes: 0, problems: [])
-        let (_, breaks) = log.coverage(checkSegments: true)
+        let loaded = log.load()
+        let (_, breaks) = log.coverage(checkSegments: true, of: loaded)
         var gaps: [ChainBreak] = []
         for b in breaks {
             if b.reason.hasPrefix("gap ") { gaps.append(b); continue }
             if b.reason.hasPrefix("segment ") { continue }  // reported below, with the path
             report.problems.append(.init(segment: log.entryPath(b.sequence), offset: nil, reason: b.reason))
         }
-        let entries = log.load().entries.map(\.entry).filter { $0.kind == .segment }
+        let entries = loaded.entries.map(\.entry).filter { $0.kind == .segment }
         check(entries.compactMap { e in e.segment.map { (log.segmentPath(e), $0) } }, into: &report, progress: progress)
         return (report, gaps)
     }

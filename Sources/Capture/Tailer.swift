@@ -108,6 +108,15 @@ public final class Tailer {
         }
 
         /// Where a stream goes after an invalidate (a drop, rename or dropDatabase).
+        /// A change stream of this scope.
+        func watch(_ client: Client, pipeline: [Document], options: Document) throws -> ChangeStream {
+            switch self {
+            case .cluster: try client.watch(pipeline: pipeline, options: options)
+            case .database(let db): try client.database(db).watch(pipeline: pipeline, options: options)
+            case .collection(let ns): try client.collection(ns).watch(pipeline: pipeline, options: options)
+            }
+        }
+
         var wider: Scope {
             switch self {
             case .collection(let ns): .database(ns.database)
@@ -305,12 +314,7 @@ public final class Tailer {
         let pipeline: [Document] = [["$match": ["$or": [.document(filter), ["operationType": "invalidate"]]]]]
         // Its own client: the stream keeps it for as long as it lives.
         let client = try Client(options.connection, appName: "ciphertail-tail")
-        let stream: ChangeStream
-        switch scope {
-        case .cluster: stream = try client.watch(pipeline: pipeline, options: o.document)
-        case .database(let db): stream = try client.database(db).watch(pipeline: pipeline, options: o.document)
-        case .collection(let ns): stream = try client.collection(ns).watch(pipeline: pipeline, options: o.document)
-        }
+        let stream = try scope.watch(client, pipeline: pipeline, options: o.document)
         if segment == nil {
             segmentFrom = coveredTo?.successor ?? startAt ?? ResumeToken.clusterTime(resumeToken ?? Document()) ?? ClusterTime(t: 0, i: 0)
         }
@@ -613,12 +617,7 @@ public final class Tailer {
         let pipeline: [Document] = [["$match": .document(filter)],
                                     ["$project": ["operationType": 1, "ns": 1, "documentKey": 1, "clusterTime": 1]]]
         let client = try Client(options.connection, appName: "ciphertail-tail")
-        let probe: Document?
-        switch scope {
-        case .cluster: probe = try client.watch(pipeline: pipeline, options: o.document).next()
-        case .database(let db): probe = try client.database(db).watch(pipeline: pipeline, options: o.document).next()
-        case .collection(let ns): probe = try client.collection(ns).watch(pipeline: pipeline, options: o.document).next()
-        }
+        let probe = try scope.watch(client, pipeline: pipeline, options: o.document).next()
         let ns = probe?["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "(unknown)"
         let key = probe?["documentKey"]?.documentValue.map { describeKey($0, namespace: ns) } ?? "(unknown)"
         let ts = probe?["clusterTime"]?.timestampValue

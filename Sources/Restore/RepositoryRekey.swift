@@ -320,12 +320,13 @@ public final class RepositoryRekeyer {
         let writer = try ChangeLogWriter(repository: dst)
         defer { writer.close() }
         let have = writer.last?.entry.sequence ?? 0
+        let present = have > 0 ? Dictionary(ChangeLog(repository: dst).load().entries.map { ($0.entry.sequence, $0.entry) },
+                                             uniquingKeysWith: { a, _ in a }) : [:]
         let fields: [String: [String]] = Dictionary(reprotector.target.rules.map { ($0.namespace, $0.fields.map(\.path)) },
                                                     uniquingKeysWith: { a, _ in a })
         for (e, _) in entries {
             if e.sequence <= have {
-                let d = try ChangeLog(repository: dst).load().entries.first { $0.entry.sequence == e.sequence }?.entry
-                guard let d, d.kind == e.kind, d.from == e.from, d.to == e.to, d.lineage == e.lineage else {
+                guard let d = present[e.sequence], d.kind == e.kind, d.from == e.from, d.to == e.to, d.lineage == e.lineage else {
                     throw RekeyError.destination(path: ChangeLog(repository: dst).entryPath(e.sequence),
                                                  reason: "change log entry \(e.sequence) there is not this source's: give an empty or new folder")
                 }

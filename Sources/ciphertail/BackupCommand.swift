@@ -25,17 +25,12 @@ struct BackupCommand: ParsableCommand {
 
     @OptionGroup var source: SourceOptions
 
-    @Option(help: ArgumentHelp("zstd compression level (1-19, default 3).", valueName: "n"))
-    var level: Int?
-
     @OptionGroup var keys: KeyOptions
 
     func run() throws {
         try runReportingErrors {
             let file = try common.loadPipeline()
-            let settings = file.resolve(uri: source.uri, namespaces: source.ns, repo: source.repo, level: level)
-            guard let uri = settings.uri else { throw ValidationError("no source: give --uri or source.uri in the pipeline file") }
-            guard let repo = settings.repo else { throw ValidationError("no repository: give --repo or archive.repo in the pipeline file") }
+            let (settings, uri, repo) = try source.resolve(file)
             var options = BackupOptions(connection: ConnectionString(uri), repository: repo)
             options.namespaces = try settings.namespaces.map(NamespacePattern.init)
             options.compressionLevel = Int32(settings.compressionLevel)
@@ -122,4 +117,15 @@ struct SourceOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Namespace to capture: db.coll, db.* or *.coll (repeatable; default: all user databases).", valueName: "pattern"))
     var ns: [String] = []
+
+    @Option(help: ArgumentHelp("zstd compression level (1-19, default 3).", valueName: "n"))
+    var level: Int?
+
+    /// Flags over the pipeline file; a capture needs a source and a repository.
+    func resolve(_ file: PipelineFile) throws -> (settings: ResolvedSettings, uri: String, repo: String) {
+        let settings = file.resolve(uri: uri, namespaces: ns, repo: repo, level: level)
+        guard let uri = settings.uri else { throw ValidationError("no source: give --uri or source.uri in the pipeline file") }
+        guard let repo = settings.repo else { throw ValidationError("no repository: give --repo or archive.repo in the pipeline file") }
+        return (settings, uri, repo)
+    }
 }

@@ -62,9 +62,6 @@ struct TailCommand: ParsableCommand {
     @Option(name: .customLong("start-at"), help: ArgumentHelp("Start a new change log at this cluster time (T:I, ISO 8601 or a resume token) instead of now, to take in history still in the oplog. Refused (exit 4) when the repository already has a change log.", valueName: "time"))
     var startAt: String?
 
-    @Option(help: ArgumentHelp("zstd compression level (1-19, default 3).", valueName: "n"))
-    var level: Int?
-
     @OptionGroup var keys: KeyOptions
 
     func validate() throws {
@@ -76,9 +73,7 @@ struct TailCommand: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let file = try common.loadPipeline()
-            let settings = file.resolve(uri: source.uri, namespaces: source.ns, repo: source.repo, level: level)
-            guard let uri = settings.uri else { throw ValidationError("no source: give --uri or source.uri in the pipeline file") }
-            guard let repo = settings.repo else { throw ValidationError("no repository: give --repo or archive.repo in the pipeline file") }
+            let (settings, uri, repo) = try source.resolve(file)
             var options = TailOptions(connection: ConnectionString(uri), repository: repo)
             options.namespaces = try settings.namespaces.map(NamespacePattern.init)
             options.compressionLevel = Int32(settings.compressionLevel)

@@ -206,6 +206,7 @@ final class TailFaultTests: XCTestCase {
         let db = "gap", dst = TestEnv.uniqueName("tail_gap_r")
         defer { dropDatabases(dst) }
         try? source.database(db).drop()
+        try? source.database("gap_other").drop()  // a duplicate _id there would make the write below a no-op
         let ns = Namespace(database: db, collection: "c")
         let bulk = source.collection(ns).bulk(ordered: true)
         for i in 0..<20 { try bulk.insert(["_id": .int32(Int32(i))]) }
@@ -219,7 +220,15 @@ final class TailFaultTests: XCTestCase {
         // Written while no tailer runs: the history the resume then fails to find.
         try source.runCommand(["insert": "c", "documents": .array((50..<55).map { ["_id": .int32(Int32($0))] })], database: db)
         let lost = try operationTime(source)
-        try source.runCommand(["insert": "c", "documents": [["_id": 1]]], database: "gap_other")  // the cluster's time moves on
+        // The cluster's time moves on, majority-committed, so that the time the tailer reads
+        // next (a ping's operationTime) is past the writes above.
+        // (A ping's operationTime is the committed snapshot, which may trail the newest write
+        // for a moment: wait until it is past them.)
+        try source.runCommand(["insert": "c", "documents": [["_id": 1]], "writeConcern": ["w": "majority"]], database: "gap_other")
+        let moved = try operationTime(source)
+        let waitUntil = Date().addingTimeInterval(30)
+        while try operationTime(try Client(ConnectionString(uri))) <= lost && Date() < waitUntil { usleep(20_000) }
+        XCTAssertGreaterThan(moved, lost)
 
         try source.runCommand(["configureFailPoint": "failCommand", "mode": ["times": 1],
                                "data": ["failCommands": ["aggregate"], "errorCode": 286, "appName": "ciphertail-tail"]])
