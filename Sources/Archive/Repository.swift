@@ -60,10 +60,11 @@ public final class Repository {
         return names.filter { FileManager.default.fileExists(atPath: manifestPath($0)) }.sorted()
     }
 
-    /// Backup folders without a manifest: interrupted backups.
+    /// Backup folders without a manifest: interrupted backups (not folders still being
+    /// assembled under a temporary name).
     public func incompleteBackupIDs() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: backupsPath)) ?? []
-        return names.filter { !FileManager.default.fileExists(atPath: manifestPath($0)) }.sorted()
+        return names.filter { !$0.hasSuffix(Durable.temporarySuffix) && !FileManager.default.fileExists(atPath: manifestPath($0)) }.sorted()
     }
 
     public func manifest(_ id: String) throws -> Manifest {
@@ -98,39 +99,46 @@ public final class Repository {
         f.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
         let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 16).leftPad(8)
         let id = "\(f.string(from: date))-\(suffix)"
-        let dir = backupPath(id)
-        try Durable.makeDirectory(dir)
-        return try prepareBackupFolder(id)
+        return try createBackupFolder(id)
     }
 
     /// Starts a backup under a given id (a re-key keeps the source's ids). The id must be a
-    /// plain folder name, and its folder must not exist: it is created with one `mkdir`, so
-    /// two writers can never share it, and a complete backup is never written over. An
-    /// interrupted one must be removed first (`removeInterruptedBackups`).
+    /// plain folder name, and no backup folder may have it: a complete backup is never written
+    /// over. An interrupted one must be removed first (`removeInterruptedBackups`).
     public func beginBackup(id: String) throws -> BackupWriter {
         guard Repository.isPlainBackupID(id) else {
             throw ArchiveError.badManifest(path: id, reason: "backup id \(id) is not a plain folder name")
         }
-        let dir = backupPath(id)
-        try Durable.makeDirectory(backupsPath)
-        if mkdir(dir, 0o755) != 0 { throw FileError(operation: "create backup folder", path: dir, errno: errno) }
-        try Durable.fsyncDirectory(backupsPath)
-        return try prepareBackupFolder(id)
+        return try createBackupFolder(id)
     }
 
-    /// Letters, digits, `-`, `_` and `.`, not starting with `.`: what backup ids are made of,
-    /// and nothing that could leave `backups/`.
+    /// Letters, digits, `-`, `_` and `.`, not starting with `.` nor ending in `.tmp`: what
+    /// backup ids are made of, and nothing that could leave `backups/`.
     static func isPlainBackupID(_ id: String) -> Bool {
-        !id.isEmpty && id.count <= 200 && !id.hasPrefix(".")
+        !id.isEmpty && id.count <= 200 && !id.hasPrefix(".") && !id.hasSuffix(Durable.temporarySuffix)
             && id.unicodeScalars.allSatisfy { $0.isASCII && (CharacterSet.alphanumerics.contains($0) || "-_.".unicodeScalars.contains($0)) }
     }
 
-    private func prepareBackupFolder(_ id: String) throws -> BackupWriter {
+    /// The backup folder is assembled under a temporary name (`<id>.<pid>.<random>.tmp`) with
+    /// `writer.pid`, `data/` and `events/`, then renamed into place: a folder under a backup id
+    /// always names its writer, so a kill at any moment leaves nothing that cleanup must guess
+    /// about. The rename fails if a backup with that id exists (it is not empty).
+    private func createBackupFolder(_ id: String) throws -> BackupWriter {
+        try Durable.makeDirectory(backupsPath)
         let dir = backupPath(id)
-        // Who is writing this backup: cleanup leaves folders of live writers alone.
-        try Durable.writeFile("\(getpid())\n", to: (dir as NSString).appendingPathComponent(Repository.writerFile))
-        try Durable.makeDirectory((dir as NSString).appendingPathComponent("data"))
-        try Durable.makeDirectory((dir as NSString).appendingPathComponent("events"))
+        if FileManager.default.fileExists(atPath: dir) { throw FileError(operation: "create backup folder", path: dir, errno: EEXIST) }
+        let staging = dir + ".\(getpid()).\(UInt32.random(in: 0...UInt32.max))" + Durable.temporarySuffix
+        if mkdir(staging, 0o755) != 0 { throw FileError(operation: "create backup folder", path: staging, errno: errno) }
+        do {
+            // Who is writing this backup: cleanup leaves folders of live writers alone.
+            try Durable.writeFile("\(getpid())\n", to: (staging as NSString).appendingPathComponent(Repository.writerFile))
+            try Durable.makeDirectory((staging as NSString).appendingPathComponent("data"))
+            try Durable.makeDirectory((staging as NSString).appendingPathComponent("events"))
+            try Durable.rename(staging, to: dir)
+        } catch {
+            try? FileManager.default.removeItem(atPath: staging)
+            throw error
+        }
         return BackupWriter(repository: self, id: id, path: dir)
     }
 
@@ -147,13 +155,22 @@ public final class Repository {
             if let pid, pid > 0 {
                 if pid != getpid() && (kill(pid, 0) == 0 || errno == EPERM) { continue }  // still being written
             } else {
-                // No writer.pid yet: a backup that is just starting. Only an old one is abandoned.
+                // No writer.pid: a folder made before backup folders were assembled under a
+                // temporary name, whose writer may still be starting. Only an old one is abandoned.
                 let created = (try? FileManager.default.attributesOfItem(atPath: backupPath(id))[.modificationDate] as? Date) ?? Date()
                 if Date().timeIntervalSince(created) < 3600 { continue }
             }
             if (try? FileManager.default.removeItem(atPath: backupPath(id))) != nil { removed.append(id) }
         }
-        if !removed.isEmpty { try? Durable.fsyncDirectory(backupsPath) }
+        // Folders still being assembled (`<id>.<pid>.<random>.tmp`) whose writer is gone.
+        var staged = false
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: backupsPath)) ?? [] where name.hasSuffix(Durable.temporarySuffix) {
+            let parts = name.split(separator: ".")
+            guard parts.count >= 4, let pid = Int32(parts[parts.count - 3]), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) == 0 || errno == EPERM { continue }
+            staged = (try? FileManager.default.removeItem(atPath: (backupsPath as NSString).appendingPathComponent(name))) != nil || staged
+        }
+        if !removed.isEmpty || staged { try? Durable.fsyncDirectory(backupsPath) }
         return removed
     }
 

@@ -127,6 +127,24 @@ final class SegmentTests: XCTestCase {
 }
 
 final class RepositoryTests: XCTestCase {
+    /// A backup folder is assembled under a temporary name and renamed into place with its
+    /// writer.pid: a folder a dead writer left half-assembled is not a backup, and goes.
+    func testAHalfAssembledBackupFolderIsNeverListedAndIsRemovedOnceItsWriterIsGone() throws {
+        let dir = NSTemporaryDirectory() + "repo-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let repo = try Repository(path: dir, create: true)
+        let w = try repo.beginBackup()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: w.path + "/writer.pid"))
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: repo.backupsPath), [w.id])
+        let dead = repo.backupsPath + "/20260101T000000Z-0000abcd.999999999.42.tmp"  // no such pid
+        let live = repo.backupsPath + "/20260101T000000Z-0000abce.\(getppid()).43.tmp"
+        for f in [dead, live] { try FileManager.default.createDirectory(atPath: f, withIntermediateDirectories: false) }
+        XCTAssertEqual(repo.incompleteBackupIDs(), [w.id])
+        repo.removeInterruptedBackups()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dead))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: live), "its writer is alive")
+    }
+
     func testManifestRoundTripAndUnknownAndIncompleteBackups() throws {
         let dir = NSTemporaryDirectory() + "repo-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
