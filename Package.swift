@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "Durable"),
         .target(name: "Archive", dependencies: ["BSON", "Zstd", "Digest", "Durable"]),
         .target(name: "Pipeline", dependencies: [
-            "Yams", "FieldCrypto", "KMIPClient", "Mongo", .product(name: "Logging", package: "swift-log"),
+            "Yams", "FieldCrypto", "KMIPClient", "Mongo", "Durable", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Capture", dependencies: [
             "BSON", "Mongo", "Archive", "Digest", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
@@ -61,9 +61,13 @@ let package = Package(
             "BSON", "Archive", "Durable", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
         ]),
 
+        .target(name: "Erasure", dependencies: [
+            "BSON", "Archive", "Digest", "Durable", "FieldCrypto", "KMIP", "KMIPClient", "Zstd", .product(name: "Logging", package: "swift-log"),
+        ]),
+
         // Thin CLI and the benchmark.
         .executableTarget(name: "ciphertail", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "Durable", "FieldCrypto",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "Durable", "FieldCrypto", "Erasure",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -85,7 +89,7 @@ let package = Package(
             "KMIPClient", "KMIP", "TestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "TestSupport", "FieldCrypto", "Durable", "KMIP", "KMIPClient",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "TestSupport", "FieldCrypto", "Durable", "KMIP", "KMIPClient", "Erasure",
             .product(name: "Logging", package: "swift-log"),
         ]),
     ],

@@ -44,6 +44,31 @@ public enum Durable {
         try writeFile(Array(text.utf8), to: path, mode: mode)
     }
 
+    /// Replaces a file that held secrets (temporary file, fsync, rename, fsync the folder),
+    /// then overwrites the old file's bytes with zeros and fsyncs them, so the replaced
+    /// content is not left in the old inode's blocks. On copy-on-write file systems and
+    /// flash the old blocks may survive anyway: docs/SECURITY.md says so.
+    public static func replaceWiping(_ bytes: [UInt8], at path: String, mode: mode_t = 0o600) throws {
+        let old = open(path, O_WRONLY | O_CLOEXEC)
+        defer { if old >= 0 { close(old) } }
+        try writeFile(bytes, to: path, mode: mode)
+        guard old >= 0 else { return }
+        var st = stat()
+        guard fstat(old, &st) == 0, st.st_size > 0 else { return }
+        let zeros = [UInt8](repeating: 0, count: 1 << 16)
+        var at = 0
+        while at < Int(st.st_size) {
+            let n = min(zeros.count, Int(st.st_size) - at)
+            let w = zeros.withUnsafeBytes { pwrite(old, $0.baseAddress!, n, off_t(at)) }
+            if w < 0 {
+                if errno == EINTR { continue }
+                throw FileError(operation: "wipe the replaced file", path: path, errno: errno)
+            }
+            at += w
+        }
+        if fsync(old) != 0 { throw FileError(operation: "fsync the wiped file", path: path, errno: errno) }
+    }
+
     public static func fsyncDirectory(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY)
         if fd < 0 { throw FileError(operation: "open folder", path: path, errno: errno) }

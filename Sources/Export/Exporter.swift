@@ -306,9 +306,11 @@ public final class Exporter {
         func write(_ docs: [[UInt8]]) throws {
             guard !docs.isEmpty else { return }
             if let decryptor = exporter.options.decryptor {
-                for (doc, failed) in decryptor.decrypt(batch: docs.map { Document(trusted: $0) }) {
+                for (doc, failed) in decryptor.decrypt(batch: docs.map { Document(trusted: $0) }, namespace: namespace) {
                     if !failed.isEmpty {
-                        if exporter.options.strict { throw ExportError.undecryptable(namespace: namespace, failure: failed[0]) }
+                        if exporter.options.strict, let f = failed.first(where: { !$0.erased }) {
+                            throw ExportError.undecryptable(namespace: namespace, failure: f)
+                        }
                         exporter.failures.add(namespace, failed)
                     }
                     try writer.writeDocument(doc.bytes)

@@ -116,6 +116,24 @@ public final class CollectionKeyVault: KeyVault, @unchecked Sendable {
         }
     }
 
+    /// One majority, journaled delete by `_id`. MongoDB keeps the deleted documents' bytes
+    /// in its oplog and in free pages of the collection's files until they are overwritten:
+    /// docs/SECURITY.md says what that means for erasure.
+    public func delete(ids: [UUID]) throws -> Int {
+        guard !ids.isEmpty else { return 0 }
+        let reply = try run("delete keys") { client in
+            try client.runCommand([
+                "delete": .string(namespace.collection),
+                "deletes": [["q": ["_id": ["$in": .array(ids.map { .binary(subtype: 4, data: $0.keyIdBytes) })]], "limit": 0]],
+                "writeConcern": ["w": "majority", "j": true],
+            ], database: namespace.database)
+        }
+        if let wce = reply["writeConcernError"]?.documentValue {
+            throw FieldCryptoError.keyVault(path: location, problem: "delete not acknowledged by a majority: \(wce["errmsg"]?.stringValue ?? "")")
+        }
+        return Int(reply["n"]?.int64Value ?? 0)
+    }
+
     /// Ordered writes of checked key documents, 10,000 per command (one command carries at
     /// most 100,000 documents and 48 MB; keys are ~300 bytes), each acknowledged by a
     /// majority with journaling and counted: a write that touched fewer keys than sent fails.

@@ -6,6 +6,11 @@ import Foundation
 /// replaced by its CSFLE ciphertext under the rule's data key. Per-subject keys are created
 /// on first use and named by a keyed hash of the subject, so the key vault never holds a
 /// subject id in clear.
+/// Subjects whose keys an erasure destroyed (the erasure ledger, by key name).
+public protocol ErasedSubjects: AnyObject, Sendable {
+    func isErased(keyName: String) -> Bool
+}
+
 public final class DocumentProtector: @unchecked Sendable {
     public let rules: [ProtectionRule]
     public let engine: MongoCryptEngine
@@ -16,6 +21,15 @@ public final class DocumentProtector: @unchecked Sendable {
     /// Counters for the run summary and metrics.
     public private(set) var encryptedValues: Int64 = 0
     public private(set) var keysCreated: Int64 = 0
+    /// Plaintext values of erased subjects that were removed or replaced by the marker.
+    public private(set) var erasedValuesWithheld: Int64 = 0
+    private var erasedSource: (any ErasedSubjects)?
+    /// Erased subjects never get a key again, even one this process still holds: their
+    /// plaintext is withheld (removed, or the field's marker), never encrypted anew.
+    public var erasedSubjects: (any ErasedSubjects)? {
+        get { lock.withLock { erasedSource } }
+        set { lock.withLock { erasedSource = newValue } }
+    }
 
     /// The data key from which the keyed hash of subject ids is derived.
     public static let subjectHashKeyName = "ciphertail/subject-id-hash"
@@ -65,18 +79,22 @@ public final class DocumentProtector: @unchecked Sendable {
     @discardableResult
     public func ensureKey(_ altName: String) throws -> UUID {
         if let id = lock.withLock({ namedKeyIds[altName] }) { return id }
-        let id = try keyIds(forNames: [altName])[0]
+        guard let id = try keyIds(forNames: [altName])[0] else {
+            throw FieldCryptoError.keyNotFound(ids: [], altNames: [altName], message: "the key was erased")
+        }
         lock.withLock { namedKeyIds[altName] = id }
         return id
     }
 
     /// The ids of the data keys with these keyAltNames (one per name, in order); those that
-    /// do not exist yet are created with one durable append.
-    func keyIds(forNames names: [String]) throws -> [UUID] {
-        var known = try engine.keyVault.keyIds(forAltNames: names)
+    /// do not exist yet are created with one durable append. Nil for an erased subject.
+    func keyIds(forNames names: [String]) throws -> [UUID?] {
+        let erased = erasedSubjects
+        let live = erased.map { e in names.filter { !e.isErased(keyName: $0) } } ?? names
+        var known = try engine.keyVault.keyIds(forAltNames: live)
         var missing: [String] = []
         var seen = Set<String>()
-        for n in names where known[n] == nil && seen.insert(n).inserted { missing.append(n) }
+        for n in live where known[n] == nil && seen.insert(n).inserted { missing.append(n) }
         if !missing.isEmpty {
             do {
                 let created = try engine.createDataKeys(keyAltNames: missing.map { [$0] })
@@ -96,6 +114,7 @@ public final class DocumentProtector: @unchecked Sendable {
             }
         }
         return try names.map { n in
+            if let erased, erased.isErased(keyName: n) { return nil }
             guard let id = known[n] else { throw FieldCryptoError.keyNotFound(ids: [], altNames: [n], message: "not created") }
             return id
         }
@@ -117,9 +136,9 @@ public final class DocumentProtector: @unchecked Sendable {
         }
     }
 
-    /// The data key for each document (created on first use), or an error naming the first
-    /// document that has no subject when the rule says to stop.
-    func keyIds(for docs: [Document], rule: ProtectionRule, namespace: String) throws -> [UUID] {
+    /// The data key for each document (created on first use; nil for an erased subject), or
+    /// an error naming the first document that has no subject when the rule says to stop.
+    func keyIds(for docs: [Document], rule: ProtectionRule, namespace: String) throws -> [UUID?] {
         if case .named(let name) = rule.key {
             let id = try ensureKey(name)
             return docs.map { _ in id }
@@ -127,7 +146,7 @@ public final class DocumentProtector: @unchecked Sendable {
         return try keyIds(forNames: docs.map { try keyName(for: $0, rule: rule, namespace: namespace) })
     }
 
-    func keyId(for doc: Document, rule: ProtectionRule, namespace: String) throws -> UUID {
+    func keyId(for doc: Document, rule: ProtectionRule, namespace: String) throws -> UUID? {
         try keyIds(for: [doc], rule: rule, namespace: namespace)[0]
     }
 
@@ -153,12 +172,12 @@ public final class DocumentProtector: @unchecked Sendable {
         // marking in from the source, so such documents take the explicit path, which
         // encrypts only the configured fields.
         var explicit: [Int: Document] = [:]
-        for (i, doc) in docs.enumerated() where doc.contains(binarySubtype: 6, orScopedCode: true) {
-            explicit[i] = try protect(doc, key: .id(keys[i]), rule: rule, namespace: ns)
+        for (i, doc) in docs.enumerated() where keys[i] == nil || doc.contains(binarySubtype: 6, orScopedCode: true) {
+            explicit[i] = try keys[i].map { try protect(doc, key: .id($0), rule: rule, namespace: ns) } ?? withhold(doc, rule: rule)
         }
         for (i, doc) in docs.enumerated() {
             if explicit[i] != nil { marked.append(Document()); continue }
-            let key = DataKeySelector.id(keys[i])
+            let key = DataKeySelector.id(keys[i]!)
             var out = doc
             for field in rule.fields {
                 out = try transform(out, path: field.components) { value in
@@ -200,7 +219,44 @@ public final class DocumentProtector: @unchecked Sendable {
     public func protect(_ doc: Document, database: String, collection: String) throws -> Document {
         guard let rule = rule(database: database, collection: collection) else { return doc }
         let ns = "\(database).\(collection)"
-        return try protect(doc, key: .id(try keyId(for: doc, rule: rule, namespace: ns)), rule: rule, namespace: ns)
+        guard let key = try keyId(for: doc, rule: rule, namespace: ns) else { return withhold(doc, rule: rule) }
+        return try protect(doc, key: .id(key), rule: rule, namespace: ns)
+    }
+
+    /// An erased subject's document: plaintext of its protected fields is removed or replaced
+    /// by the field's marker; ciphertext (under the destroyed key) stays as it is.
+    private func withhold(_ doc: Document, rule: ProtectionRule) -> Document {
+        var withheld: Int64 = 0
+        func walk(_ d: Document, _ path: [String], _ field: ProtectionRule.Field) -> Document {
+            guard let head = path.first else { return d }
+            var b = DocumentBuilder()
+            for (k, v) in d.elements {
+                guard k == head else { b.append(k, v); continue }
+                if path.count == 1 {
+                    switch v {
+                    case .null, .undefined, .binary(6, _): b.append(k, v)
+                    default:
+                        withheld += 1
+                        if case .marker(let text) = field.onErased { b.append(k, .string(text)) }
+                    }
+                    continue
+                }
+                switch v {
+                case .document(let sub): b.append(k, .document(walk(sub, Array(path.dropFirst()), field)))
+                case .array(let items):
+                    b.append(k, .array(items.map { item in
+                        if case .document(let sub) = item { return .document(walk(sub, Array(path.dropFirst()), field)) }
+                        return item
+                    }))
+                default: b.append(k, v)
+                }
+            }
+            return b.document
+        }
+        var out = doc
+        for field in rule.fields { out = walk(out, field.components, field) }
+        lock.withLock { erasedValuesWithheld += withheld }
+        return out
     }
 
     private func protect(_ doc: Document, key: DataKeySelector, rule: ProtectionRule, namespace ns: String) throws -> Document {
@@ -283,7 +339,7 @@ public final class DocumentProtector: @unchecked Sendable {
         let full = event["fullDocument"]?.documentValue
         // The key comes from the full document's subject. Without one (deleted since the
         // update), nothing protected can be sealed: those entries are dropped and counted.
-        var key: DataKeySelector? = try full.map { .id(try keyId(for: $0, rule: rule, namespace: namespace)) }
+        var key: DataKeySelector? = try full.flatMap { try keyId(for: $0, rule: rule, namespace: namespace) }.map { .id($0) }
         if key == nil, case .named(let name) = rule.key {
             key = .id(try ensureKey(name))  // a named key needs no document to be chosen
         }

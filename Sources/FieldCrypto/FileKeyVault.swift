@@ -45,6 +45,7 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
     private var byId: [UUID: Int] = [:]
     private var byAltName: [String: Int] = [:]
     private var committed = 0  // bytes of the file this index reflects
+    private var inode: ino_t = 0  // of the file this index reflects: a rewrite (delete, rotation) makes a new one
 
     static let magic = Array("CTKVAULT".utf8)
     static let version: UInt32 = 2
@@ -190,15 +191,47 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
                     throw FieldCryptoError.keyVault(path: path, problem: "full: \(Self.maxFileSize) bytes")
                 }
                 try Durable.writeFile(Self.header(committed: Self.headerSize + records.count) + records, to: path, mode: 0o600)
-                storage = []
-                spans = []
-                ids = []
-                byId = [:]
-                byAltName = [:]
-                committed = 0
+                resetIndex()
                 try refreshLocked()
             }
         }
+    }
+
+    /// Rewrites the file without these keys (temporary file, fsync, rename, fsync the
+    /// folder) and overwrites the old file with zeros, so the destroyed keys' wrapped
+    /// material is not left behind in it.
+    public func delete(ids gone: [UUID]) throws -> Int {
+        try lock.withLock {
+            try withFolderLock {
+                try refreshLocked()
+                let drop = Set(gone.compactMap { byId[$0] })
+                guard !drop.isEmpty else { return 0 }
+                var records: [UInt8] = []
+                for i in spans.indices where !drop.contains(i) { Self.appendRecord(&records, Array(storage[spans[i]])) }
+                try Durable.replaceWiping(Self.header(committed: Self.headerSize + records.count) + records, at: path)
+                resetIndex()
+                try refreshLocked()
+                return drop.count
+            }
+        }
+    }
+
+    public func reload() throws {
+        try lock.withLock {
+            resetIndex()
+            try refreshLocked()
+        }
+    }
+
+    private func resetIndex() {
+        storage.withUnsafeMutableBytes { if let b = $0.baseAddress { wipe(b, $0.count) } }
+        storage = []
+        spans = []
+        ids = []
+        byId = [:]
+        byAltName = [:]
+        committed = 0
+        inode = 0
     }
 
     private func add(_ info: DataKeyInfo, _ span: Range<Int>) {
@@ -216,6 +249,10 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
     /// Reads the header, then only the records past what the index already holds: each batch
     /// of new keys costs what it adds, not the size of the vault.
     private func refreshLocked() throws {
+        // Another process replaced the file (a delete or a rotation): read it from the start.
+        var st = stat()
+        if stat(path, &st) == 0, inode != 0, st.st_ino != inode { resetIndex() }
+        if inode == 0 { inode = st.st_ino }
         let refuse = { (why: String) in FieldCryptoError.keyVault(path: self.path, problem: why) }
         let head = try SecretFile.read(path, maxSize: Self.maxFileSize, from: 0, count: Self.headerSize, refuse: refuse)
         func damaged(_ why: String) -> FieldCryptoError { .keyVault(path: path, problem: "damaged: \(why)") }

@@ -20,6 +20,12 @@ public protocol KeyVault: AnyObject {
     /// Replaces stored keys by new versions of themselves (same `_id`; master key rotation
     /// rewraps keyMaterial). Every id must exist. All at once where the store allows.
     func replace(_ keyDocuments: [Document]) throws
+    /// Destroys the keys with these ids (crypto-shredding); ids not in the vault are skipped.
+    /// Returns how many were there. Durable before it returns.
+    func delete(ids: [UUID]) throws -> Int
+    /// Drops what this handle holds in memory of keys another process may have deleted, so
+    /// the next lookup reads the store again.
+    func reload() throws
 }
 
 /// A key-vault lookup: libmongocrypt's find filter, parsed. libmongocrypt 1.7 always asks
@@ -138,6 +144,8 @@ public struct DataKeyInfo: Equatable, Sendable {
 }
 
 extension KeyVault {
+    public func reload() throws {}
+
     public func insert(contentsOf keyDocuments: [Document]) throws {
         for d in keyDocuments { try insert(d) }
     }
@@ -176,6 +184,15 @@ public final class InMemoryKeyVault: KeyVault, @unchecked Sendable {
     }
 
     public func allKeys() throws -> [Document] { lock.withLock { keys.map(\.document) } }
+
+    public func delete(ids: [UUID]) throws -> Int {
+        let gone = Set(ids)
+        return lock.withLock {
+            let before = keys.count
+            keys.removeAll { gone.contains($0.info.id) }
+            return before - keys.count
+        }
+    }
 
     public func replace(_ keyDocuments: [Document]) throws {
         let infos = try keyDocuments.map(DataKeyInfo.init)
@@ -218,5 +235,5 @@ extension UUID {
     public var keyIdBytes: [UInt8] { withUnsafeBytes(of: uuid) { Array($0) } }
 
     /// Lower-case form, as MongoDB tools print UUIDs.
-    var keyIdString: String { uuidString.lowercased() }
+    public var keyIdString: String { uuidString.lowercased() }
 }

@@ -109,6 +109,18 @@ public final class MongoCryptEngine: @unchecked Sendable {
         handleLock.withLock { handle = fresh }
     }
 
+    /// Forgets every decrypted data key: a fresh `mongocrypt_t` (an empty key cache) for the
+    /// next context, and the key vault reloaded. After an erasure, nothing this process
+    /// unwrapped before keeps a destroyed key usable (contexts already under way finish).
+    public func dropKeyCache() throws {
+        try keyVault.reload()
+        let fresh = try Self.makeHandle(providerOrder.compactMap { providers[$0] })
+        handleLock.withLock {
+            handle = fresh
+            keysSinceRecycle = 0
+        }
+    }
+
     /// An engine with only the local KMS provider.
     public convenience init(localMasterKey: LocalMasterKey, keyVault: any KeyVault) throws {
         try self.init(kmsProviders: [LocalKMSProvider(masterKey: localMasterKey)], keyVault: keyVault)

@@ -63,7 +63,7 @@ public final class Reprotector: @unchecked Sendable {
     /// encryption. Each result comes with the values that stayed as they were because the
     /// source keys could not open them.
     public func reprotect(batch docs: [Document], database: String, collection: String) throws -> [(Document, [DecryptFailure])] {
-        let opened = source.decrypt(batch: docs)
+        let opened = source.decrypt(batch: docs, namespace: "\(database).\(collection)")
         let sealed = try target.protect(batch: opened.map(\.0), database: database, collection: collection)
         let ns = "\(database).\(collection)"
         for (before, after) in zip(docs, sealed) { try Reprotector.refuseExposure(before: before, after: after, namespace: ns) }

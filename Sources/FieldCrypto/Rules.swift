@@ -22,9 +22,12 @@ public struct ProtectionRule: Sendable {
         public let algorithm: EncryptionAlgorithm
         /// `path` split at its dots.
         public let components: [String]
-        public init(path: String, algorithm: EncryptionAlgorithm) {
+        /// What a restore, find or export writes for this field when its subject was erased.
+        public let onErased: ErasedValue
+        public init(path: String, algorithm: EncryptionAlgorithm, onErased: ErasedValue = .keep) {
             self.path = path
             self.algorithm = algorithm
+            self.onErased = onErased
             components = path.split(separator: ".").map(String.init)
         }
     }
@@ -44,6 +47,28 @@ public struct ProtectionRule: Sendable {
         let parts = namespace.split(separator: ".", maxSplits: 1).map(String.init)
         guard parts.count == 2 else { return false }
         return (parts[0] == "*" || parts[0] == database) && (parts[1] == "*" || parts[1] == collection)
+    }
+}
+
+/// What an erased subject's value becomes when data is read back (restore, find, export):
+/// the ciphertext as it was (unreadable forever), nothing, or a marker string. On capture,
+/// plaintext of an erased subject is never encrypted under a new key: it is removed, or
+/// replaced by the marker.
+public enum ErasedValue: Sendable, Equatable {
+    case keep
+    case remove
+    case marker(String)
+
+    public static let defaultMarker = "[erased]"
+}
+
+extension ProtectionRule {
+    /// The field whose path the value at `path` (dotted, array indices and event prefixes
+    /// such as `fullDocument.` included) is: the longest rule path its logical path ends with.
+    public func field(at path: String) -> Field? {
+        let logical = path.split(separator: ".").map(String.init).filter { Int($0) == nil }
+        return fields.filter { logical.count >= $0.components.count && Array(logical.suffix($0.components.count)) == $0.components }
+            .max { $0.components.count < $1.components.count }
     }
 }
 

@@ -46,9 +46,18 @@ public struct Encryption: Codable, Equatable {
         }
     }
 
+    /// What restore, find and export write for an erased subject's value.
+    public enum OnErased: String, Codable, Equatable {
+        case keep, remove, marker
+    }
+
     public struct Field: Codable, Equatable {
         public var path: String
         public var algorithm: Algorithm
+        /// keep (the ciphertext, default), remove (the field), or marker (`erasedMarker`).
+        public var onErased: OnErased?
+        /// The string `onErased: marker` writes (default "[erased]").
+        public var erasedMarker: String?
         /// The BSON type the field holds, when the operator knows it: lets a deterministic rule
         /// on a type the CSFLE spec forbids fail at start-up instead of on the first document.
         public var bsonType: String?
@@ -75,6 +84,11 @@ public struct Encryption: Codable, Equatable {
     public var keyVaultNamespace: String?
     public var masterKey: MasterKey?
     public var rules: [Rule]?
+    /// The erasure ledger (a file), apart from the key vault and the archives: `erase`
+    /// appends to it; restore, find, export, capture and `keys restore` apply it.
+    public var erasureLedger: String?
+    /// The folder of key-vault backups (`keys backup`); `erase` scrubs the erased keys from them.
+    public var keyVaultBackups: String?
 
     /// BSON types the CSFLE spec does not allow under deterministic encryption (they have no
     /// single canonical encoding or are containers), nor at all where marked.
@@ -145,6 +159,9 @@ public struct Encryption: Codable, Equatable {
                 }
                 if f.path == rule.subject {
                     throw fail(fieldAt + ["path"], "\(name).fields[\(j)]", "the subject field \(f.path) picks the key; it cannot also be encrypted")
+                }
+                if f.erasedMarker != nil && f.onErased != .marker {
+                    throw fail(fieldAt + ["erasedMarker"], "\(name).fields[\(j)]", "erasedMarker needs onErased: marker")
                 }
                 if !seen.insert(f.path).inserted {
                     throw fail(fieldAt + ["path"], "\(name).fields[\(j)]", "path \(f.path) is listed twice")

@@ -49,7 +49,7 @@ public struct PipelineFile: Codable, Equatable {
         "archive.compression": ["codec", "level"],
         "restore": ["uri", "workers", "batchSize"],
         "tail": ["segmentMaxSize", "segmentMaxAgeSeconds", "idleCheckpointSeconds", "onLargeEvent", "baseSnapshot"],
-        "encryption": ["keyVault", "keyVaultNamespace", "masterKey", "rules"],
+        "encryption": ["keyVault", "keyVaultNamespace", "masterKey", "rules", "erasureLedger", "keyVaultBackups"],
         "encryption.masterKey": ["provider", "local", "kmip"],
         "encryption.masterKey.local": ["keyFile"],
         "encryption.masterKey.kmip": [
@@ -61,7 +61,7 @@ public struct PipelineFile: Codable, Equatable {
     /// Keys allowed in each element of a list (checked per element).
     static let allowedListKeys: [String: Set<String>] = [
         "encryption.rules": ["namespace", "subject", "keyAltName", "onMissingSubject", "fallbackKeyAltName", "fields"],
-        "encryption.rules.fields": ["path", "algorithm", "bsonType"],
+        "encryption.rules.fields": ["path", "algorithm", "bsonType", "onErased", "erasedMarker"],
     ]
 }
 

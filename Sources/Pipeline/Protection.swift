@@ -1,3 +1,4 @@
+import Durable
 import FieldCrypto
 import Foundation
 import KMIPClient
@@ -159,8 +160,14 @@ public struct KeySettings {
     @discardableResult
     public func initialize() throws -> [String] {
         var created: [String] = []
+        // Folders that hold key files are private to the service user.
+        func makeParent(_ path: String) throws {
+            let parent = (path as NSString).deletingLastPathComponent
+            if !parent.isEmpty { try Durable.makeDirectory(parent, mode: 0o700) }
+        }
         func createFileVault() throws {
             if case .file(let path) = keyVault, !FileManager.default.fileExists(atPath: path) {
+                try makeParent(path)
                 _ = try FileKeyVault.create(at: path)
                 created.append(path)
             }
@@ -170,6 +177,7 @@ public struct KeySettings {
         case .local(let file):
             try createFileVault()
             if !FileManager.default.fileExists(atPath: file) {
+                try makeParent(file)
                 _ = try LocalMasterKey.create(at: file)
                 created.append(file)
             }
@@ -249,7 +257,13 @@ extension Encryption {
                 key = .named(r.keyAltName ?? "")
             }
             return ProtectionRule(namespace: r.namespace, key: key, fields: r.fields.map {
-                ProtectionRule.Field(path: $0.path, algorithm: $0.algorithm == .deterministic ? .deterministic : .random)
+                let onErased: ErasedValue
+                switch $0.onErased ?? .keep {
+                case .keep: onErased = .keep
+                case .remove: onErased = .remove
+                case .marker: onErased = .marker($0.erasedMarker ?? ErasedValue.defaultMarker)
+                }
+                return ProtectionRule.Field(path: $0.path, algorithm: $0.algorithm == .deterministic ? .deterministic : .random, onErased: onErased)
             })
         }
     }

@@ -28,7 +28,7 @@ public struct FindRequest {
     }
 
     func open(_ doc: Document) -> (Document, [DecryptFailure]) {
-        decryptor?.decrypt(doc) ?? (doc, [])
+        decryptor?.decrypt(doc, namespace: namespace.description) ?? (doc, [])
     }
 }
 

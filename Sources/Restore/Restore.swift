@@ -74,6 +74,8 @@ public struct RestoreSummary: Codable {
     /// counted per namespace; `undecryptableDetail` names field paths and key ids.
     public var undecryptable: [String: Int] = [:]
     public var undecryptableDetail: [String] = []
+    /// Values of erased subjects (their keys destroyed), per target namespace.
+    public var erased: [String: Int] = [:]
     public var decrypted: Bool = false
     /// Protected fields were encrypted again under the target keys (`--rekey`).
     public var rekeyed: Bool = false
@@ -144,6 +146,7 @@ public final class RestoreRunner {
         summary.rekeyed = options.reprotector != nil
         summary.undecryptable = failures.counts
         summary.undecryptableDetail = failures.details
+        summary.erased = failures.erased
         return summary
     }
 
@@ -151,11 +154,17 @@ public final class RestoreRunner {
     final class FailureLog: @unchecked Sendable {
         private let lock = NSLock()
         private(set) var counts: [String: Int] = [:]
+        /// Values under erased keys, per namespace: expected, reported apart.
+        private(set) var erased: [String: Int] = [:]
         private var seen: Set<String> = []
         private(set) var details: [String] = []
 
-        func add(_ ns: String, _ f: [DecryptFailure]) {
+        func add(_ ns: String, _ all: [DecryptFailure]) {
             lock.lock(); defer { lock.unlock() }
+            let gone = all.filter(\.erased).count
+            if gone > 0 { erased[ns, default: 0] += gone }
+            let f = all.filter { !$0.erased }
+            guard !f.isEmpty else { return }
             counts[ns, default: 0] += f.count
             for x in f {
                 let line = "\(ns) \(x)"
@@ -179,7 +188,7 @@ public final class RestoreRunner {
         } else if let decryptor = options.decryptor {
             var docs: [Document] = []
             block.forEachRecord { raw in docs.append(Document(trusted: Array(raw))) }
-            for (doc, failed) in decryptor.decrypt(batch: docs) {
+            for (doc, failed) in decryptor.decrypt(batch: docs, namespace: source.description) {
                 try note(failed, namespace: target.description)
                 try bulk.insert(doc)
             }
@@ -217,7 +226,8 @@ public final class RestoreRunner {
 
     private func note(_ failed: [DecryptFailure], namespace: String) throws {
         guard !failed.isEmpty else { return }
-        if options.strict { throw RestoreError.undecryptable(namespace: namespace, failure: failed[0]) }
+        // Erased subjects are expected to be unreadable: --strict is about anything else.
+        if options.strict, let f = failed.first(where: { !$0.erased }) { throw RestoreError.undecryptable(namespace: namespace, failure: f) }
         failures.add(namespace, failed)
     }
 

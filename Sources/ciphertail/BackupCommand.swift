@@ -3,6 +3,7 @@ import ArgumentParser
 import Capture
 import Foundation
 import Mongo
+import Erasure
 import FieldCrypto
 import Pipeline
 
@@ -37,7 +38,7 @@ struct BackupCommand: ParsableCommand {
             options.blockBytes = settings.blockBytes
             options.segmentBytes = settings.segmentBytes
             let stage = try CaptureKeys(file, keys: keys, common: common)
-            defer { stage.poller?.cancel() }
+            defer { stage.stop() }
             options.excludedNamespaces.formUnion(stage.excluded)
             options.protector = stage.protector
             let progress = ProgressLine(enabled: true)
@@ -92,6 +93,7 @@ struct CaptureKeys {
     var protector: DocumentProtector?
     var excluded: Set<Namespace> = []
     var poller: KMIPStatePoller?
+    var watch: ErasureWatch?
 
     init(_ file: PipelineFile, keys: KeyOptions, common: CommonOptions) throws {
         let settings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile,
@@ -103,7 +105,21 @@ struct CaptureKeys {
         }
         let engine = try settings.openEngine()
         poller = settings.startKeyStatePolling(engine, logger: common.makeLogger("kmip"))
-        protector = DocumentProtector(rules: rules, engine: engine)
+        let protector = DocumentProtector(rules: rules, engine: engine)
+        // Erased subjects never get a key again; a subject erased while this runs stops
+        // being encrypted (its plaintext is withheld) within a second.
+        if let ledger = try keys.ledger(common) {
+            let erased = ErasedSet(ledger: ledger)
+            protector.erasedSubjects = erased
+            watch = ErasureWatch(erased: erased, engine: engine, logger: common.makeLogger("erasure"))
+            watch?.start()
+        }
+        self.protector = protector
+    }
+
+    func stop() {
+        poller?.cancel()
+        watch?.stop()
     }
 }
 

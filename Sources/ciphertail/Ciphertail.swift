@@ -18,14 +18,17 @@ struct Ciphertail: ParsableCommand {
           ciphertail restore --repo /srv/ct --uri mongodb://... --ns-from shop.* --ns-to shop_copy.*
           ciphertail rekey   --repo /srv/ct --to-repo /srv/ct-new --pipeline old.yaml --to-pipeline new.yaml
           ciphertail export  --repo /srv/ct --format mongodump-archive --out shop.archive
+          ciphertail erase   --pipeline p.yaml --subject u42 --reason "GDPR request 2026-118"
+          ciphertail verify-erasure --pipeline p.yaml --subject u42 --canary ada@example.com
 
         Settings can come from a pipeline file (pipelines/*.yaml, --pipeline FILE); flags win.
 
         Exit codes: 0 success, 1 unexpected error, 3 MongoDB unreachable or unsuitable, \
         4 refused (target not empty), 5 not found (backup id, repository), 6 damaged archive, \
         7 file system error (not writable, disk full), 8 key problem (key vault or master key \
-        refused, wrong master key), 64 bad usage or configuration.
+        refused, wrong master key), 9 verify-erasure findings, 64 bad usage or configuration.
         """,
         version: "0.1.0 (archive format 1)",
-        subcommands: [BackupCommand.self, TailCommand.self, RestoreCommand.self, ExportCommand.self, RekeyCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self])
+        subcommands: [BackupCommand.self, TailCommand.self, RestoreCommand.self, ExportCommand.self, RekeyCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self,
+                      EraseCommand.self, VerifyErasureCommand.self])
 }

@@ -88,7 +88,7 @@ struct ExportCommand: ParsableCommand {
             options.strict = strict
             options.toolVersion = "ciphertail \(Ciphertail.configuration.version)"
             if !keepEncrypted, let ks = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile, kmip: keys.kmip.section) {
-                options.decryptor = LenientDecryptor(engine: try ks.openEngine())
+                options.decryptor = LenientDecryptor(engine: try ks.openEngine(), erasure: try keys.erasure(common, rules: file.encryption?.protectionRules() ?? [])?.1)
             } else if decrypt {
                 throw ValidationError("--decrypt needs keys: --key-vault with --master-key-file or --kmip-server-name, or the pipeline's encryption section")
             }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BSON
+import Erasure
 import FieldCrypto
 import Foundation
 import Mongo
@@ -56,7 +57,7 @@ struct FindCommand: ParsableCommand {
             if let ks = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile, kmip: keys.kmip.section) {
                 let engine = try ks.openEngine()
                 request.protector = DocumentProtector(rules: file.encryption?.protectionRules() ?? [], engine: engine)
-                request.decryptor = LenientDecryptor(engine: engine)
+                request.decryptor = LenientDecryptor(engine: engine, erasure: try keys.erasure(common, rules: request.protector?.rules ?? [])?.1)
             }
             let result = try uri.map { try Finder.inCollection(ConnectionString($0), request) }
                 ?? Finder.inArchive(repository: repo!, backupID: backup, request)
@@ -65,7 +66,11 @@ struct FindCommand: ParsableCommand {
             } else {
                 for d in result.documents { print(d.relaxedJSON) }
             }
-            for f in result.undecryptable { FileHandle.standardError.write(Data("ciphertail: cannot decrypt \(f)\n".utf8)) }
+            let erased = result.undecryptable.filter(\.erased).count
+            if erased > 0 {
+                FileHandle.standardError.write(Data("\(erased) values of erased subjects in \(namespace) cannot be read (their keys were destroyed)\n".utf8))
+            }
+            for f in result.undecryptable where !f.erased { FileHandle.standardError.write(Data("ciphertail: cannot decrypt \(f)\n".utf8)) }
             if let b = result.backup { FileHandle.standardError.write(Data("\(result.documents.count) documents from backup \(b)\n".utf8)) }
         }
     }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BSON
+import Erasure
 import FieldCrypto
 import Foundation
 import Mongo
@@ -15,6 +16,24 @@ struct KeyOptions: ParsableArguments {
 
     @OptionGroup(title: "KMIP master key (Percona Server for MongoDB's names; override encryption.masterKey.kmip)")
     var kmip: KMIPFlags
+
+    @Option(name: .customLong("erasure-ledger"), help: ArgumentHelp("The erasure ledger file (default: encryption.erasureLedger). Erased subjects stay erased in what this command reads or writes.", valueName: "file"))
+    var erasureLedger: String?
+
+    /// The erasure ledger, when one is configured; a damaged one stops the command.
+    func ledger(_ common: CommonOptions) throws -> ErasureLedger? {
+        let configured = try common.loadPipeline().encryption?.erasureLedger
+        guard let path = erasureLedger ?? configured else { return nil }
+        return try ErasureLedger.open(at: path)
+    }
+
+    /// What reading data needs to know of erasures: values under erased keys are reported
+    /// as erased and get each field's onErased.
+    func erasure(_ common: CommonOptions, rules: [ProtectionRule]) throws -> (ErasedSet, ErasureTreatment)? {
+        guard let ledger = try ledger(common) else { return nil }
+        let set = ErasedSet(ledger: ledger)
+        return (set, set.treatment(rules: rules))
+    }
 
     func settings(_ common: CommonOptions) throws -> KeySettings {
         guard let s = try KeySettings.resolve(try common.loadPipeline().encryption, keyVault: keyVault, masterKeyFile: masterKeyFile,
@@ -95,7 +114,66 @@ struct KeysCommand: ParsableCommand {
           ciphertail keys create --pipeline pipelines/encrypted-backup.yaml --alt-name billing
           ciphertail keys list   --pipeline pipelines/encrypted-backup.yaml --json
         """,
-        subcommands: [Init.self, Create.self, List.self, Show.self, Export.self, Import.self, RotateMaster.self])
+        subcommands: [Init.self, Create.self, List.self, Show.self, Export.self, Import.self, RotateMaster.self, Backup.self, Restore.self])
+
+    struct Backup: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Save the key vault into a key-vault backup file, apart from the data archives.",
+            discussion: """
+            The file holds the data key documents as they are (wrapped by the master key; no key \
+            material in clear), the erasure ledger's head at the time, and a SHA-256 of it all; \
+            mode 0600 in a 0700 folder. Keep these files out of general-purpose backups and \
+            away from the master key. erase rewrites the ones in this folder without the erased keys.
+
+              ciphertail keys backup --pipeline pipelines/encrypted-backup.yaml
+              ciphertail keys backup --pipeline pipelines/encrypted-backup.yaml --to /var/lib/ciphertail/keyvault-backups --json
+            """)
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var keys: KeyOptions
+        @Option(help: ArgumentHelp("Folder to write into (default: encryption.keyVaultBackups).", valueName: "dir"))
+        var to: String?
+
+        func run() throws {
+            try runReportingErrors {
+                let settings = try keys.settings(common)
+                guard let folder = try to ?? common.loadPipeline().encryption?.keyVaultBackups else {
+                    throw ValidationError("no folder: give --to or encryption.keyVaultBackups")
+                }
+                let vault = try settings.keyVault.open()
+                let all = try vault.allKeys()
+                let path = try KeyVaultBackups.write(keys: all, source: settings.keyVault.description, ledger: try keys.ledger(common), to: folder)
+                if common.json { try printJSON(["backup": path, "keys": String(all.count)]) } else { print("saved \(all.count) data keys to \(path)") }
+            }
+        }
+    }
+
+    struct Restore: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Put the keys of a key-vault backup back into the key vault, less every erased key.",
+            discussion: """
+            The erasure ledger is applied first, in memory: a key it names (by id or by its \
+            subject) is never written back, so restoring a backup older than an erasure does not \
+            undo it. Keys already in the vault stay as they are; the rest are added. A ledger \
+            older than the backup (rolled back or replaced) is refused, exit 4.
+
+              ciphertail keys restore --pipeline pipelines/encrypted-backup.yaml /var/lib/ciphertail/keyvault-backups/keyvault-20261122T020000.000Z.ctkvb
+            """)
+        @OptionGroup var common: CommonOptions
+        @OptionGroup var keys: KeyOptions
+        @Argument(help: "The key-vault backup file.") var backup: String
+
+        func run() throws {
+            try runReportingErrors {
+                let settings = try keys.settings(common)
+                guard let ledger = try keys.ledger(common) else { throw LedgerError.notConfigured }
+                let vault: any KeyVault
+                if case .file(let path) = settings.keyVault { vault = try FileKeyVault.openOrCreate(at: path) } else { vault = try settings.keyVault.open() }
+                let r = try KeyVaultBackups.restore(backup, into: vault, ledger: ledger)
+                if common.json { try printJSON(r); return }
+                print("restored \(r.added) data keys from \(r.backup) (\(r.alreadyPresent) already present, \(r.withheldErased) erased and withheld)")
+            }
+        }
+    }
 
     struct RotateMaster: ParsableCommand {
         static let configuration = CommandConfiguration(

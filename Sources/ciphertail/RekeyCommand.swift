@@ -157,7 +157,7 @@ struct RekeyOutput: Encodable {
 /// Source keys to decrypt, the target pipeline's rules and keys to encrypt again: shared by
 /// `rekey` and `restore --rekey`. Refuses a target that the source keys could open.
 func makeReprotector(source: KeySettings, targetFile: PipelineFile, targetPath: String,
-                     common: CommonOptions) throws -> (Reprotector, KMIPStatePoller?) {
+                     common: CommonOptions, sourceErasure: ErasureTreatment? = nil) throws -> (Reprotector, KMIPStatePoller?) {
     guard let target = try KeySettings.resolve(targetFile.encryption, keyVault: nil, masterKeyFile: nil) else {
         throw ValidationError("\(targetPath) names no key vault and master key (encryption.keyVault, encryption.masterKey)")
     }
@@ -174,7 +174,7 @@ func makeReprotector(source: KeySettings, targetFile: PipelineFile, targetPath: 
     let targetEngine = try target.openEngine()
     // A KMIP target key withdrawn during a long re-key stops it, as it stops a backup.
     let poller = target.startKeyStatePolling(targetEngine, logger: common.makeLogger("kmip"))
-    let reprotector = Reprotector(source: LenientDecryptor(engine: sourceEngine),
+    let reprotector = Reprotector(source: LenientDecryptor(engine: sourceEngine, erasure: sourceErasure),
                                   target: DocumentProtector(rules: rules, engine: targetEngine))
     do {
         try reprotector.checkSeparateKeyVaults()

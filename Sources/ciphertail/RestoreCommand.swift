@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import Mongo
 import Pipeline
+import Erasure
 import FieldCrypto
 import Restore
 
@@ -93,15 +94,25 @@ struct RestoreCommand: ParsableCommand {
             options.workers = workers ?? file.restore?.workers ?? 4
             options.strict = strict
             var poller: KMIPStatePoller?
-            defer { poller?.cancel() }
+            var watch: ErasureWatch?
+            defer {
+                poller?.cancel()
+                watch?.stop()
+            }
+            let erasure = try keys.erasure(common, rules: file.encryption?.protectionRules() ?? [])
             if let rekey {
                 let (reprotector, p) = try makeReprotector(source: try keys.settings(common), targetFile: try PipelineFile.load(path: rekey),
-                                                           targetPath: rekey, common: common)
+                                                           targetPath: rekey, common: common, sourceErasure: erasure?.1)
                 options.reprotector = reprotector
                 poller = p
+                if let erasure { watch = ErasureWatch(erased: erasure.0, engine: reprotector.source.engine, logger: common.makeLogger("erasure")) }
             } else if !keepEncrypted, let keySettings = try KeySettings.resolve(file.encryption, keyVault: keys.keyVault, masterKeyFile: keys.masterKeyFile, kmip: keys.kmip.section) {
-                options.decryptor = LenientDecryptor(engine: try keySettings.openEngine())
+                let decryptor = LenientDecryptor(engine: try keySettings.openEngine(), erasure: erasure?.1)
+                options.decryptor = decryptor
+                // A subject erased while the restore runs: its key stops opening values within a second.
+                if let erasure { watch = ErasureWatch(erased: erasure.0, engine: decryptor.engine, logger: common.makeLogger("erasure")) }
             }
+            watch?.start()
             let progress = ProgressLine(enabled: true)
             options.progress = { p in
                 progress.update("restore: \(p.documents) documents", done: Double(p.documents), total: Double(p.expectedDocuments))
@@ -116,7 +127,10 @@ struct RestoreCommand: ParsableCommand {
                       + (summary.changeSegments > 0 ? "\(summary.changeSegments) change segments, " : "")
                       + "\(summary.indexes) indexes, consistent at cluster time \(summary.consistentClusterTime)")
                 for (from, to) in summary.namespaces.sorted(by: { $0.key < $1.key }) {
-                    print("  \(from) -> \(to)" + (summary.undecryptable[to].map { "  (\($0) values left encrypted)" } ?? ""))
+                    var notes: [String] = []
+                    if let n = summary.erased[to] { notes.append("\(n) values of erased subjects unreadable") }
+                    if let n = summary.undecryptable[to] { notes.append("\(n) values left encrypted") }
+                    print("  \(from) -> \(to)" + (notes.isEmpty ? "" : "  (" + notes.joined(separator: "; ") + ")"))
                 }
                 if summary.rekeyed { print("protected fields were encrypted again under the keys of \(rekey ?? "")") }
                 if !summary.decrypted { print("protected fields were loaded as ciphertext (--keep-encrypted, or no key vault given)") }

@@ -2,6 +2,7 @@ import Archive
 import ArgumentParser
 import Capture
 import Durable
+import Erasure
 import Export
 import FieldCrypto
 import Foundation
@@ -20,6 +21,8 @@ enum Exit {
     static let damaged: Int32 = 6
     static let fileSystem: Int32 = 7
     static let keys: Int32 = 8
+    /// verify-erasure found something (a surviving key, live ciphertext, plaintext, an unreadable segment).
+    static let findings: Int32 = 9
     static let usage: Int32 = 64
 }
 
@@ -116,6 +119,15 @@ func classify(_ error: Error) -> (Int32, String) {
     case let e as PSMDBKeyError:
         if case .request = e { return (Exit.usage, e.description) }
         return (Exit.keys, e.description)
+    case let e as ErasureError:
+        if case .unknownSubject = e { return (Exit.notFound, e.description) }
+        return (Exit.keys, e.description)
+    case let e as LedgerError:
+        if case .notConfigured = e { return (Exit.usage, e.description) }
+        return (Exit.damaged, e.description)
+    case let e as KeyVaultBackups.BackupError:
+        if case .ledgerRolledBack = e { return (Exit.refused, e.description) }
+        return (Exit.damaged, e.description)
     case let e as ValidationError: return (Exit.usage, e.message)
     default: return (Exit.unexpected, "\(error)")
     }

@@ -95,7 +95,7 @@ struct TailCommand: ParsableCommand {
                 b.segmentBytes = settings.segmentBytes
             }
             let stage = try CaptureKeys(file, keys: keys, common: common)
-            defer { stage.poller?.cancel() }
+            defer { stage.stop() }
             options.excludedNamespaces.formUnion(stage.excluded)
             options.protector = stage.protector
             let stop = StopFlag()

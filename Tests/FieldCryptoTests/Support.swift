@@ -49,6 +49,7 @@ final class RecordingKeyVault: KeyVault, @unchecked Sendable {
     func insert(_ keyDocument: Document) throws { try inner.insert(keyDocument) }
     func allKeys() throws -> [Document] { try inner.allKeys() }
     func replace(_ keyDocuments: [Document]) throws { try inner.replace(keyDocuments) }
+    func delete(ids: [UUID]) throws -> Int { try inner.delete(ids: ids) }
 }
 
 extension BSONValue {
