@@ -83,6 +83,7 @@ let package = Package(
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
         .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL", "Digest", "Mongo"]),
         .testTarget(name: "KMIPTests", dependencies: ["KMIP"]),
+        .testTarget(name: "ErasureTests", dependencies: ["Erasure", "FieldCrypto", "BSON", "Digest"]),
         .testTarget(name: "ExportTests", dependencies: ["Export", "Archive", "BSON", .product(name: "Logging", package: "swift-log")]),
         // Against real PyKMIP servers (ops/kmip.sh) and misbehaving ones (Tests/interop/kmip_test_server.py).
         .testTarget(name: "KMIPClientTests", dependencies: [

@@ -12,7 +12,7 @@ import XCTest
 /// 1,000 users with a key each, two backups around a round of changes, ten users erased,
 /// verify-erasure for each, restores of both old backups, a key-vault backup restored after
 /// the erasure, and a plaintext copy planted where verify-erasure must find it.
-final class ErasureTests: XCTestCase {
+final class ErasureEndToEndTests: XCTestCase {
     var dir: String!
     var src: String!
     var pipeline: String!
