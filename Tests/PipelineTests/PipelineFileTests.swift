@@ -94,6 +94,23 @@ final class EncryptionConfigTests: XCTestCase {
         XCTAssertTrue(error(typo).contains("encryption.rules.fields[2].algoritm: unknown field"), error(typo))
         let fallback = valid.replacingOccurrences(of: "subject: userId", with: "subject: userId\n      onMissingSubject: fallback")
         XCTAssertTrue(error(fallback).contains("fallbackKeyAltName"), error(fallback))
+        let strayMarker = valid.replacingOccurrences(of: "{path: name, algorithm: random}", with: "{path: name, algorithm: random, erasedMarker: gone}")
+        XCTAssertTrue(error(strayMarker).contains("erasedMarker needs onErased: marker"), error(strayMarker))
+        let badChoice = valid.replacingOccurrences(of: "{path: name, algorithm: random}", with: "{path: name, algorithm: random, onErased: shred}")
+        XCTAssertFalse(error(badChoice).isEmpty)
+    }
+
+    func testOnErasedReachesTheRules() throws {
+        let yaml = valid.replacingOccurrences(of: "{path: name, algorithm: random}", with: "{path: name, algorithm: random, onErased: marker, erasedMarker: \"<gone>\"}")
+            .replacingOccurrences(of: "{path: ssn, algorithm: deterministic}", with: "{path: ssn, algorithm: deterministic, onErased: remove}")
+        let rules = try XCTUnwrap(PipelineFile.parse(yaml, file: "p.yaml").encryption).protectionRules()
+        let fields = Dictionary(uniqueKeysWithValues: rules[0].fields.map { ($0.path, $0.onErased) })
+        XCTAssertEqual(fields["name"], .marker("<gone>"))
+        XCTAssertEqual(fields["ssn"], .remove)
+        XCTAssertEqual(fields["email"], .keep)
+        XCTAssertEqual(rules[0].field(at: "fullDocument.name")?.path, "name")
+        XCTAssertEqual(rules[0].field(at: "orders.3.card")?.path, "orders.card")
+        XCTAssertNil(rules[0].field(at: "plan"))
     }
 }
 
