@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "Durable"),
         .target(name: "Archive", dependencies: ["BSON", "Zstd", "Digest", "Durable"]),
         .target(name: "Pipeline", dependencies: [
-            "Yams", "FieldCrypto", "KMIPClient", "Mongo", "Durable", .product(name: "Logging", package: "swift-log"),
+            "Yams", "BSON", "FieldCrypto", "KMIPClient", "Mongo", "Durable", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Capture", dependencies: [
             "BSON", "Mongo", "Archive", "Digest", "FieldCrypto", .product(name: "Logging", package: "swift-log"),

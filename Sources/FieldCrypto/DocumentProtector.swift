@@ -30,6 +30,14 @@ public final class DocumentProtector: @unchecked Sendable {
         get { lock.withLock { erasedSource } }
         set { lock.withLock { erasedSource = newValue } }
     }
+    private var subjectWrapping: (@Sendable (String) throws -> Document)?
+    /// When set, each new subject key is wrapped by a master key of its own, which this
+    /// makes for the key name (a KMIP object named after it): erasing the subject then
+    /// destroys that object too, and no copy of the vault can open the key again.
+    public var subjectMasterKey: (@Sendable (String) throws -> Document)? {
+        get { lock.withLock { subjectWrapping } }
+        set { lock.withLock { subjectWrapping = newValue } }
+    }
 
     /// The data key from which the keyed hash of subject ids is derived.
     public static let subjectHashKeyName = "ciphertail/subject-id-hash"
@@ -95,6 +103,18 @@ public final class DocumentProtector: @unchecked Sendable {
         var missing: [String] = []
         var seen = Set<String>()
         for n in live where known[n] == nil && seen.insert(n).inserted { missing.append(n) }
+        if let wrap = subjectMasterKey {
+            // Subject keys one by one, each under its own new master key.
+            for n in missing where n.hasPrefix("subject/") {
+                do {
+                    known[n] = try DataKeyInfo(engine.createDataKey(keyAltNames: [n], masterKey: try wrap(n))).id
+                    lock.withLock { keysCreated += 1 }
+                } catch FieldCryptoError.invalidKeyDocument {
+                    known.merge(try engine.keyVault.keyIds(forAltNames: [n])) { a, _ in a }
+                }
+            }
+            missing.removeAll { known[$0] != nil }
+        }
         if !missing.isEmpty {
             do {
                 let created = try engine.createDataKeys(keyAltNames: missing.map { [$0] })

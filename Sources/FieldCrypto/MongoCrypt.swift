@@ -137,8 +137,8 @@ public final class MongoCryptEngine: @unchecked Sendable {
     /// `_id` (UUID, binary subtype 4), `keyAltNames` (when given), `keyMaterial`,
     /// `creationDate`, `updateDate`, `status`, `masterKey`.
     @discardableResult
-    public func createDataKey(keyAltNames: [String] = [], kmsProvider: String? = nil) throws -> Document {
-        let key = try makeDataKey(keyAltNames: keyAltNames, kmsProvider: kmsProvider)
+    public func createDataKey(keyAltNames: [String] = [], kmsProvider: String? = nil, masterKey: Document? = nil) throws -> Document {
+        let key = try makeDataKey(keyAltNames: keyAltNames, kmsProvider: kmsProvider, masterKey: masterKey)
         try keyVault.insert(key)
         return key
     }
@@ -153,14 +153,15 @@ public final class MongoCryptEngine: @unchecked Sendable {
     }
 
     /// A new key document, not yet stored.
-    func makeDataKey(keyAltNames: [String], kmsProvider: String?) throws -> Document {
+    /// `masterKey`: a masterKey document other than the provider's own (a subject's own KMIP key).
+    func makeDataKey(keyAltNames: [String], kmsProvider: String?, masterKey: Document? = nil) throws -> Document {
         let name = kmsProvider ?? providerOrder[0]
         guard let provider = providers[name] else {
             throw FieldCryptoError.kms(provider: name, message: "not configured")
         }
         let op = "create data key"
         let ctx = try CryptContext(self, operation: op)
-        try ctx.check(CBinary.with(provider.masterKeyDocument().bytes) { mongocrypt_ctx_setopt_key_encryption_key(ctx.ctx, $0) })
+        try ctx.check(CBinary.with((masterKey ?? provider.masterKeyDocument()).bytes) { mongocrypt_ctx_setopt_key_encryption_key(ctx.ctx, $0) })
         for alt in keyAltNames {
             try ctx.check(CBinary.with(Document(["keyAltName": .string(alt)]).bytes) { mongocrypt_ctx_setopt_key_alt_name(ctx.ctx, $0) })
         }
@@ -173,7 +174,7 @@ public final class MongoCryptEngine: @unchecked Sendable {
     /// the vault allows. The data keys themselves, and so every ciphertext, stay the same.
     /// Returns how many keys were rewrapped.
     @discardableResult
-    public func rewrapAllDataKeys(to masterKey: Document) throws -> Int {
+    public func rewrapAllDataKeys(to masterKey: Document, where include: (Document) -> Bool = { _ in true }) throws -> Int {
         let op = "rewrap data keys"
         let ctx = try CryptContext(self, operation: op)
         ctx.feedAllKeys = true
@@ -190,7 +191,8 @@ public final class MongoCryptEngine: @unchecked Sendable {
         }
         let now = BSONValue.datetime(Int64(Date().timeIntervalSince1970 * 1000))
         var updated: [Document] = []
-        for key in try keyVault.allKeys() {
+        // Keys left out (a subject's own KMIP key wraps them) keep their wrapping.
+        for key in try keyVault.allKeys() where include(key) {
             let info = try DataKeyInfo(key)
             guard let fresh = byId[info.id], let material = fresh["keyMaterial"], let mk = fresh["masterKey"] else {
                 throw FieldCryptoError.unexpectedState(operation: op, state: "key \(info.id.keyIdString) was not rewrapped")

@@ -29,6 +29,9 @@ public struct Encryption: Codable, Equatable {
             public var connectTimeoutMS: Int?
             /// How often a running pipeline checks that the master key is still Active (0: never).
             public var keyStatePollingSeconds: Int?
+            /// Wrap each subject's data key under a KMIP object of its own, so erasing the
+            /// subject destroys that object too (one more KMIP object per subject).
+            public var perSubjectKeys: Bool?
         }
         public var provider: String?
         public var local: Local?

@@ -55,7 +55,7 @@ public struct PipelineFile: Codable, Equatable {
         "encryption.masterKey.kmip": [
             "serverName", "port", "serverCAFile", "clientCertificateFile", "clientCertificatePasswordFile",
             "clientCertificatePasswordEnv", "keyIdentifier", "rotateMasterKey", "connectRetries", "connectTimeoutMS",
-            "keyStatePollingSeconds",
+            "keyStatePollingSeconds", "perSubjectKeys",
         ],
     ]
     /// Keys allowed in each element of a list (checked per element).

@@ -1,3 +1,4 @@
+import BSON
 import Durable
 import FieldCrypto
 import Foundation
@@ -125,13 +126,33 @@ public struct KeySettings {
             new = try provider.createMasterKey(name: "ciphertail-master-key")
         }
         guard new != old else { throw FieldCryptoError.invalidArgument("the new master key \(new) is the current one") }
-        try engine.rewrapAllDataKeys(to: provider.masterKeyDocument(new))
+        // A subject's own KMIP key (perSubjectKeys) stays: it is what erasing that subject destroys.
+        let keys = try engine.keyVault.allKeys()
+        var users: [String: Int] = [:]
+        for k in keys { if let id = Self.kmipKeyId(k) { users[id, default: 0] += 1 } }
+        try engine.rewrapAllDataKeys(to: provider.masterKeyDocument(new)) { key in
+            guard let id = Self.kmipKeyId(key), id != old, users[id] == 1,
+                  (try? DataKeyInfo(key).altNames.contains { $0.hasPrefix("subject/") }) == true else { return true }
+            return false
+        }
         if revokeOld {
             do { try provider.client.revoke(old, reason: .superseded, message: "rotated to \(new) by ciphertail") } catch {
                 throw FieldCryptoError.kms(provider: "kmip", message: "keys now use \(new), but revoking \(old) failed: \(error)")
             }
         }
         return (old, new)
+    }
+
+    static func kmipKeyId(_ key: Document) -> String? {
+        guard case .document(let mk)? = key["masterKey"], mk["provider"] == "kmip" else { return nil }
+        return mk["keyId"]?.stringValue
+    }
+
+    /// With `perSubjectKeys`, what wraps each new subject key: a new Active 96-byte Secret
+    /// Data object on the KMIP server, named after the key (`subject/<hash>`). Nil otherwise.
+    public func subjectMasterKeys(_ engine: MongoCryptEngine, perSubject: Bool) -> (@Sendable (String) throws -> Document)? {
+        guard perSubject, case .kmip = masterKey, let provider = engine.provider(named: "kmip") as? KMIPKMSProvider else { return nil }
+        return { name in provider.masterKeyDocument(try provider.createMasterKey(name: name)) }
     }
 
     /// `keys rotate-master`: rewraps every data key under a new KMIP master key. The data

@@ -106,6 +106,7 @@ struct CaptureKeys {
         let engine = try settings.openEngine()
         poller = settings.startKeyStatePolling(engine, logger: common.makeLogger("kmip"))
         let protector = DocumentProtector(rules: rules, engine: engine)
+        protector.subjectMasterKey = settings.subjectMasterKeys(engine, perSubject: file.encryption?.masterKey?.kmip?.perSubjectKeys == true)
         // Erased subjects never get a key again; a subject erased while this runs stops
         // being encrypted (its plaintext is withheld) within a second.
         if let ledger = try keys.ledger(common) {

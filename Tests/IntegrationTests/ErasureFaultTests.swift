@@ -3,6 +3,7 @@ import BSON
 @testable import Erasure
 import FieldCrypto
 import Foundation
+import KMIPClient
 import Logging
 import Mongo
 import Pipeline
@@ -220,5 +221,91 @@ final class ErasureFaultTests: XCTestCase {
         XCTAssertEqual(findings.first?["check"] as? String, "unverifiable")
         XCTAssertEqual(findings.first?["location"] as? String, "backups/\(id)/\(seg.path)")
         XCTAssertEqual(findings.first?["namespace"] as? String, "\(src!).orders")
+    }
+}
+
+/// Subject keys wrapped by KMIP objects of their own (`perSubjectKeys: true`), against the
+/// PyKMIP server: erase revokes and destroys the subject's object, verify-erasure checks it
+/// on the server, and even a copy of the key vault made before the erasure, used without
+/// the ledger, cannot open the subject's values.
+final class ErasurePerSubjectKMIPTests: XCTestCase {
+    func testErasingDestroysTheSubjectsOwnKMIPObject() throws {
+        let dir = TestEnv.temporaryDirectory("erasekmip")
+        let src = TestEnv.uniqueName("erasekmip")
+        defer { dropDatabases(src, src + "_old") }
+        let pipeline = dir + "/p.yaml"
+        try """
+        source: {uri: "\(TestEnv.uri)", namespaces: ["\(src).*"]}
+        archive: {repo: \(dir)/repo}
+        encryption:
+          keyVault: \(dir)/vault
+          erasureLedger: \(dir)/ledger
+          masterKey:
+            provider: kmip
+            kmip:
+              serverName: "\(KMIPTestServers.server(0))"
+              serverCAFile: \(KMIPTestServers.file("ca.pem"))
+              clientCertificateFile: \(KMIPTestServers.file("client.pem"))
+              perSubjectKeys: true
+          rules:
+            - namespace: \(src).orders
+              subject: userId
+              fields:
+                - {path: card, algorithm: random}
+        """.write(toFile: pipeline, atomically: true, encoding: .utf8)
+        XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--pipeline", pipeline]).status, 0)
+        let client = try TestEnv.client()
+        try insert(client, Namespace(database: src, collection: "orders"), [
+            ["_id": 1, "userId": "alice", "card": "CANARYA1"], ["_id": 2, "userId": "bob", "card": "CANARYB2"],
+        ])
+        let b = TestEnv.ciphertail(["backup", "--pipeline", pipeline])
+        XCTAssertEqual(b.status, 0, b.stderr)
+
+        let file = try PipelineFile.load(path: pipeline)
+        let engine = try XCTUnwrap(KeySettings.resolve(file.encryption, keyVault: nil, masterKeyFile: nil)).openEngine()
+        let names = DocumentProtector(rules: [], engine: engine)
+        func kekOf(_ subject: String) throws -> String? {
+            let doc = try engine.keyVault.keys(matching: KeyVaultQuery(altNames: [try names.subjectKeyName(.string(subject))])).first
+            return doc?["masterKey"]?.documentValue?["keyId"]?.stringValue
+        }
+        let hashKek = try engine.keyVault.keys(matching: KeyVaultQuery(altNames: [DocumentProtector.subjectHashKeyName])).first?["masterKey"]?.documentValue?["keyId"]?.stringValue
+        let aliceKek = try XCTUnwrap(try kekOf("alice"))
+        let bobKek = try XCTUnwrap(try kekOf("bob"))
+        XCTAssertNotEqual(aliceKek, hashKek)
+        XCTAssertNotEqual(aliceKek, bobKek)
+        let kmip = KMIPClient(transport: try KMIPTransport(options: KMIPOptions(serverName: KMIPTestServers.server(0), serverCAFile: KMIPTestServers.file("ca.pem"),
+                                                                               clientCertificateFile: KMIPTestServers.file("client.pem"))))
+        XCTAssertEqual(try kmip.locate(name: try names.subjectKeyName(.string("alice"))), [aliceKek])
+
+        // Rotating the shared master key leaves the subjects' own keys where they are.
+        let rot = TestEnv.ciphertail(["keys", "rotate-master", "--pipeline", pipeline])
+        XCTAssertEqual(rot.status, 0, rot.stderr)
+        XCTAssertEqual(try kekOf("bob"), bobKek)
+        try engine.keyVault.reload()
+        XCTAssertEqual(try kekOf("alice"), aliceKek)
+
+        // A copy of the vault from before the erasure: the kind of copy erasure cannot reach.
+        let oldVault = dir + "/vault-copy"
+        try FileManager.default.copyItem(atPath: dir + "/vault", toPath: oldVault)
+        let r = TestEnv.ciphertail(["erase", "--pipeline", pipeline, "--subject", "alice", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let out = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        XCTAssertEqual(out["kmipObjects"] as? [String], [aliceKek])
+        XCTAssertThrowsError(try kmip.state(aliceKek), "the subject's KMIP object survives")
+        XCTAssertEqual(try kmip.state(bobKek), .active)
+
+        let v = TestEnv.ciphertail(["verify-erasure", "--pipeline", pipeline, "--subject", "alice", "--canary", "CANARYA1"])
+        XCTAssertEqual(v.status, 0, v.stdout + v.stderr)
+        XCTAssertTrue(v.stdout.contains("1 object(s) of the subject destroyed"), v.stdout)
+
+        // The old vault copy, and no ledger at all: bob opens, alice cannot.
+        let restore = TestEnv.ciphertail(["restore", "--pipeline", pipeline, "--key-vault", oldVault, "--erasure-ledger", dir + "/no-ledger",
+                                          "--ns-from", "\(src).*", "--ns-to", "\(src)_old.*", "--json"])
+        XCTAssertEqual(restore.status, 0, restore.stderr)
+        let docs = try TestEnv.documents(client, Namespace(database: src + "_old", collection: "orders"))
+        XCTAssertEqual(docs.first { $0["userId"] == "bob" }?["card"], "CANARYB2")
+        guard case .binary(6, _)? = docs.first(where: { $0["userId"] == "alice" })?["card"] else {
+            return XCTFail("a vault copy from before the erasure still opens the subject's values")
+        }
     }
 }
