@@ -56,17 +56,23 @@ public enum Durable {
         var st = stat()
         guard fstat(old, &st) == 0, st.st_size > 0 else { return }
         let zeros = [UInt8](repeating: 0, count: 1 << 16)
-        var at = 0
-        while at < Int(st.st_size) {
-            let n = min(zeros.count, Int(st.st_size) - at)
-            let w = zeros.withUnsafeBytes { pwrite(old, $0.baseAddress!, n, off_t(at)) }
-            if w < 0 {
-                if errno == EINTR { continue }
-                throw FileError(operation: "wipe the replaced file", path: path, errno: errno)
-            }
-            at += w
+        for at in stride(from: 0, to: Int(st.st_size), by: zeros.count) {
+            try pwriteAll(old, Array(zeros.prefix(Int(st.st_size) - at)), at: at, path: path, operation: "wipe the replaced file")
         }
         if fsync(old) != 0 { throw FileError(operation: "fsync the wiped file", path: path, errno: errno) }
+    }
+
+    /// Writes all of `bytes` at `offset` (pwrite until done, EINTR retried).
+    public static func pwriteAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int, path: String, operation: String = "write") throws {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(offset + done)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileError(operation: operation, path: path, errno: errno)
+            }
+            done += n
+        }
     }
 
     public static func fsyncDirectory(_ path: String) throws {

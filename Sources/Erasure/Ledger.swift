@@ -157,15 +157,7 @@ public final class ErasureLedger: @unchecked Sendable {
         // A torn line past the last complete one is overwritten.
         if ftruncate(fd, off_t(validLength)) != 0 { throw FileError(operation: "truncate", path: path, errno: errno) }
         let line = text + [0x0A]
-        var done = 0
-        while done < line.count {
-            let n = line.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, line.count - done, off_t(validLength + done)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileError(operation: "append", path: path, errno: errno)
-            }
-            done += n
-        }
+        try Durable.pwriteAll(fd, line, at: validLength, path: path, operation: "append")
         if fsync(fd) != 0 { throw FileError(operation: "fsync", path: path, errno: errno) }
         entries.append(entry)
         headHash = SHA256.hash(text).hexString

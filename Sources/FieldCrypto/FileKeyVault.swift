@@ -148,9 +148,9 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
                 let fd = Glibc.open(path, O_WRONLY | O_CLOEXEC)
                 if fd < 0 { throw FileError(operation: "open", path: path, errno: errno) }
                 defer { close(fd) }
-                try Self.pwriteAll(fd, records, at: committed, path: path)
+                try Durable.pwriteAll(fd, records, at: committed, path: path)
                 if fsync(fd) != 0 { throw FileError(operation: "fsync", path: path, errno: errno) }
-                try Self.pwriteAll(fd, Array(Self.header(committed: newLength)[16..<28]), at: 16, path: path)
+                try Durable.pwriteAll(fd, Array(Self.header(committed: newLength)[16..<28]), at: 16, path: path)
                 if fsync(fd) != 0 { throw FileError(operation: "fsync", path: path, errno: errno) }
                 if ftruncate(fd, off_t(newLength)) != 0 { throw FileError(operation: "truncate", path: path, errno: errno) }
                 var at = storage.count
@@ -322,18 +322,6 @@ public final class FileKeyVault: KeyVault, @unchecked Sendable {
         appendLE(&out, CRC32.checksum(out))
         appendLE(&out, 0)
         return out
-    }
-
-    private static func pwriteAll(_ fd: Int32, _ bytes: [UInt8], at offset: Int, path: String) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, bytes.count - done, off_t(offset + done)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileError(operation: "write", path: path, errno: errno)
-            }
-            done += n
-        }
     }
 
     private func withFolderLock<R>(_ body: () throws -> R) throws -> R {

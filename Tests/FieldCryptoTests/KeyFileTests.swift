@@ -110,6 +110,40 @@ final class KeyFileTests: XCTestCase {
         XCTAssertEqual(try FileKeyVault.openOrCreate(at: path).allKeys().count, 3)
     }
 
+    /// Crypto-shredding in the file vault: the key is gone from the file and from a second
+    /// handle once it reloads, the old file's bytes are zeroed, and both handles keep working.
+    func testDeletedKeysAreGoneEverywhereAndTheOldBytesWiped() throws {
+        let path = folder + "/keys.vault"
+        let master = try randomMasterKey()
+        let vault = try FileKeyVault.create(at: path)
+        let engine = try MongoCryptEngine(localMasterKey: master, keyVault: vault)
+        let keys = try (0..<3).map { try engine.createDataKey(keyAltNames: ["subject/\($0)"]) }
+        let ids = try keys.map { try DataKeyInfo($0).id }
+        let ct = try engine.encrypt("secret", keyId: ids[1], algorithm: .random)
+        let other = try FileKeyVault.open(at: path)
+        XCTAssertEqual(other.count, 3)
+        let oldFile = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))  // the inode the delete replaces
+
+        XCTAssertEqual(try vault.delete(ids: [ids[1], UUID()]), 1)
+        XCTAssertEqual(try vault.delete(ids: [ids[1]]), 0, "deleting again changes nothing")
+        XCTAssertEqual(mode(of: path), 0o600)
+        XCTAssertEqual(try FileKeyVault.open(at: path).allKeys().map(\.bytes), [keys[0].bytes, keys[2].bytes])
+        let old = [UInt8](oldFile.readDataToEndOfFile())
+        XCTAssertFalse(old.isEmpty)
+        XCTAssertTrue(old.allSatisfy { $0 == 0 }, "the replaced file still holds key records")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder), ["keys.vault"])
+
+        // The other handle answers from memory until it reloads; its next append reads the new file first.
+        XCTAssertEqual(try other.keys(matching: KeyVaultQuery(ids: [ids[1]])).count, 1)
+        try other.reload()
+        XCTAssertEqual(try other.keys(matching: KeyVaultQuery(ids: [ids[1]])).count, 0)
+        let fresh = try MongoCryptEngine(localMasterKey: master, keyVault: other)
+        guard case .keyNotFound? = expectFieldCryptoError({ try fresh.decrypt(ct) }) else { return XCTFail("a deleted key still decrypts") }
+        let k4 = try fresh.createDataKey(keyAltNames: ["subject/4"])
+        XCTAssertEqual(try vault.keys(matching: KeyVaultQuery(altNames: ["subject/4"])).map(\.bytes), [k4.bytes])
+        XCTAssertEqual(try FileKeyVault.open(at: path).count, 3)
+    }
+
     func testKeyVaultReadableByOthersIsRefused() throws {
         let path = folder + "/keys.vault"
         _ = try FileKeyVault.create(at: path)
