@@ -133,6 +133,7 @@ public final class ArchiveScanner: @unchecked Sendable {
     private var subjectRecords: [String: Int] = [:]  // per scope
     private var subjectValues: [String: Int] = [:]
     private var scopeSegments: [String: Int] = [:]
+    private var scopeFiles: [String: Int] = [:]
     private var stored: Int64 = 0
     private var decompressed: Int64 = 0
     private var other: Int64 = 0
@@ -184,9 +185,12 @@ public final class ArchiveScanner: @unchecked Sendable {
                 rows.append(ErasureReportRow(scope: scope, check: check, passed: n == 0, detail: n == 0 ? ok : "\(n) finding(s)"))
             }
             let segs = scopeSegments[scope] ?? 0
-            row(.unverifiable, "\(segs) segment(s) read whole")
-            row(.ciphertext, "\(subjectRecords[scope] ?? 0) record(s) of the subject, \(subjectValues[scope] ?? 0) encrypted value(s), all under erased keys")
-            row(.plaintext, "no plaintext of the subject")
+            // Scopes of text files only (logs, the repository's own files): only plaintext applies.
+            if segs > 0 || mine.contains(where: { $0.check != .plaintext }) {
+                row(.unverifiable, "\(segs) segment(s) read whole")
+                row(.ciphertext, "\(subjectRecords[scope] ?? 0) record(s) of the subject, \(subjectValues[scope] ?? 0) encrypted value(s), all under erased keys")
+            }
+            row(.plaintext, "no plaintext of the subject" + ((scopeFiles[scope] ?? 0) > 0 ? " (also in \(scopeFiles[scope]!) text file(s))" : ""))
         }
         return (rows, findings, segmentCount, stored, decompressed, other)
     }
@@ -235,15 +239,15 @@ public final class ArchiveScanner: @unchecked Sendable {
             let relative = String(f.dropFirst(repoPath.count + 1))
             if f.hasSuffix(".seg") {
                 seen.insert(f)
-                jobs.append(known[f] ?? SegmentJob(path: f, relative: relative, scope: "\(label)other files", namespace: nil, sha256: nil))
+                jobs.append(known[f] ?? SegmentJob(path: f, relative: relative, scope: "\(label)repository files", namespace: nil, sha256: nil))
             } else {
                 let scope = relative.hasPrefix("changes/") ? "\(label)change log" : relative.hasPrefix("backups/")
-                    ? "\(label)backup \(relative.split(separator: "/")[1])" : "\(label)other files"
+                    ? "\(label)backup \(relative.split(separator: "/")[1])" : "\(label)repository files"
                 files.append((f, scope))
             }
         }
-        if jobs.contains(where: { $0.scope == "\(label)other files" }) || files.contains(where: { $0.scope == "\(label)other files" }) {
-            order.append("\(label)other files")
+        if jobs.contains(where: { $0.scope == "\(label)repository files" }) || files.contains(where: { $0.scope == "\(label)repository files" }) {
+            order.append("\(label)repository files")
         }
         for (p, job) in known where !seen.contains(p) {
             note(ErasureFinding(check: .unverifiable, scope: job.scope, location: job.relative, namespace: job.namespace,
@@ -428,6 +432,7 @@ public final class ArchiveScanner: @unchecked Sendable {
         lock.withLock {
             findings += local
             other += Int64(bytes.count)
+            scopeFiles[scope, default: 0] += 1
         }
     }
 

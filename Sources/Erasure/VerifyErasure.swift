@@ -20,6 +20,8 @@ public struct ErasureVerification {
     /// it, since `keys restore` withholds it.
     public var extraKeyVaultBackups: [String] = []
     public var threads: Int?
+    /// How findings name the key vault (a path, or servers and namespace without credentials).
+    public var keyVaultDescription = "key vault"
 
     public init(subject: BSONValue, protector: DocumentProtector, ledger: ErasureLedger, rules: [ProtectionRule]) {
         self.subject = subject
@@ -56,7 +58,7 @@ public struct ErasureVerification {
         try vault.reload()
         let left = try vault.keys(matching: KeyVaultQuery(ids: Array(keys), altNames: [name]))
         add("key vault", .keys, ok: "no key of the subject", try left.map {
-            ErasureFinding(check: .keys, scope: "key vault", location: "\(vault)", detail: "data key \(try DataKeyInfo($0).id.keyIdString) of the subject is still there")
+            ErasureFinding(check: .keys, scope: "key vault", location: keyVaultDescription, detail: "data key \(try DataKeyInfo($0).id.keyIdString) of the subject is still there")
         })
 
         var backupFiles: [(String, Bool)] = keyVaultBackups.map { KeyVaultBackups.list($0).map { ($0, true) } } ?? []

@@ -41,13 +41,16 @@ struct ErasureSetup {
     let keyVaultBackups: String?
     let rules: [ProtectionRule]
     let file: PipelineFile
+    let keyVaultDescription: String
 
     init(common: CommonOptions, keys: KeyOptions, keyVaultBackups flag: String?) throws {
         file = try common.loadPipeline()
         guard let ledger = try keys.ledger(common) else { throw LedgerError.notConfigured }
         self.ledger = ledger
         rules = file.encryption?.protectionRules() ?? []
-        protector = DocumentProtector(rules: rules, engine: try keys.settings(common).openEngine())
+        let settings = try keys.settings(common)
+        keyVaultDescription = settings.keyVault.description
+        protector = DocumentProtector(rules: rules, engine: try settings.openEngine())
         keyVaultBackups = flag ?? file.encryption?.keyVaultBackups
     }
 }
@@ -156,6 +159,7 @@ struct VerifyErasureCommand: ParsableCommand {
             v.logs = log
             v.keyVaultBackups = setup.keyVaultBackups
             v.extraKeyVaultBackups = keyVaultBackup
+            v.keyVaultDescription = setup.keyVaultDescription
             let report = try v.run()
             if common.json {
                 try printJSON(report)
