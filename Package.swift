@@ -72,7 +72,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "CiphertailBench", dependencies: [
-            "BSON", "Mongo", "Archive", "Zstd", "FieldCrypto", "COpenSSL", "KMIPClient", "Pipeline",
+            "BSON", "Mongo", "Archive", "Zstd", "FieldCrypto", "COpenSSL", "KMIPClient", "Pipeline", "Erasure",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

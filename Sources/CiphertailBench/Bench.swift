@@ -17,6 +17,8 @@ struct Bench: ParsableCommand {
         in the oplog against `ciphertail tail` of the same events (encrypted, compressed), the \
         lag of `ciphertail tail` behind a writer at --lag-rate, and `restore --at` replay against \
         a plain ordered bulk write of the same operations (databases bench_tail, bench_pitr). \
+        Unless --no-erasure (or --no-encryption): `ciphertail erase` of one subject of the encrypted \
+        backup, then `ciphertail verify-erasure` of it against `zstd -d` of the same segments. \
         Exits 0 whether or not a goal is met; non-zero when a phase fails.
         """)
 
@@ -46,6 +48,9 @@ struct Bench: ParsableCommand {
 
     @Flag(name: .customLong("no-tail"), help: "Skip the tailing phases (change-stream read limit against ciphertail tail, lag, point-in-time replay).")
     var noTail = false
+
+    @Flag(name: .customLong("no-erasure"), help: "Skip the erasure phase (erase one subject of the encrypted backup, then verify-erasure against zstd -d of the same segments).")
+    var noErasure = false
 
     @Option(name: .customLong("tail-events"), help: "Change events for the read-limit, tail and replay phases (4 inserts to 1 update).")
     var tailEvents = 100_000
@@ -118,8 +123,13 @@ struct Bench: ParsableCommand {
         try client.collection(Bench.restoreNS).drop()
 
         var encryptedValues: Int64 = 0
+        var erasure: (results: ErasureResults, subject: ErasedSubject)?
         if !noEncryption {
             encryptedValues = try encryptedPhases(ciphertail, client: client, scanned: best, phases: &phases)
+            // It erases a subject's key: after the decrypting restore, which needs every key.
+            if !noErasure { erasure = try erasurePhase(ciphertail, scanned: best, phases: &phases) }
+        } else if !noErasure {
+            notes.append("the erasure phase runs over the encrypted backup: skipped with --no-encryption")
         }
 
         // Before the bulk insert loads the collection into this process (RSS floors, see above).
@@ -159,6 +169,11 @@ struct Bench: ParsableCommand {
             costs = try measureCryptoCosts()
         }
 
+        if erasure != nil {
+            print("verify-erasure stages (key vault read, key-vault backups read, archive scan; in this process)")
+            try erasureBreakdown(&erasure!.results, erasure!.subject)
+        }
+
         var kmipCosts: KMIPCosts?
         if let kmipServer, let kmipPKI {
             print("KMIP key manager: Get round trips and cold starts")
@@ -169,8 +184,11 @@ struct Bench: ParsableCommand {
         results.kmip = kmipCosts
         if !noEncryption { addEncryption(&results, phases: phases, values: encryptedValues, costs: costs) }
         if let tailing { addTailing(&results, tailing) }
-        printTable(results, order: ["scan", "backup", "bulkInsert", "restore", "encBackupCold", "encBackupWarm", "encRestore", "zstd"])
+        if let erasure { addErasure(&results, erasure.results) }
+        printTable(results, order: ["scan", "backup", "bulkInsert", "restore", "encBackupCold", "encBackupWarm", "encRestore", "zstd",
+                                    "verifyErasure", "zstdDecompress"])
         if let e = results.encryption { printEncryption(e) }
+        if let e = results.erasure { printErasure(e) }
         if let t = results.tailing { printTailing(t) }
         if let k = results.kmip {
             print(String(format: "\nKMIP (%@): Get round trip %.0f µs; TLS connect %.1f ms; pipeline cold start %.1f ms with the KMIP master key, "
@@ -188,7 +206,7 @@ struct Bench: ParsableCommand {
     /// number of values the warm backup encrypted.
     func encryptedPhases(_ ciphertail: String, client: Client, scanned: Scan, phases: inout [String: PhaseResult]) throws -> Int64 {
         let pipeline = try writeEncryptionPipeline(work: work, uri: uri)
-        for f in ["enc-repo", "enc-keyvault", "enc-master.key"] { try? FileManager.default.removeItem(atPath: "\(work)/\(f)") }
+        for f in ["enc-repo", "enc-keyvault", "enc-master.key", "enc-erasure.ledger", "enc-keyvault-backups"] { try? FileManager.default.removeItem(atPath: "\(work)/\(f)") }
         _ = try runCiphertail(ciphertail, ["keys", "init", "--pipeline", pipeline], output: "\(work)/keys-init.out")
         var values: Int64 = 0
         for (key, label) in [("encBackupCold", "encrypted backup (cold)"), ("encBackupWarm", "encrypted backup (warm)")] {

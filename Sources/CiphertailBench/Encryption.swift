@@ -9,21 +9,26 @@ import Pipeline
 /// deterministic, name, phone and address random, one data key per user (`userId`).
 func writeEncryptionPipeline(work: String, uri: String) throws -> String {
     try writeProfilePipeline(path: "\(work)/encrypted.yaml", workload: "the encrypted-backup workload", uri: uri,
-                             namespace: Bench.sourceNS.description, rule: Bench.sourceNS.description, files: "\(work)/enc")
+                             namespace: Bench.sourceNS.description, rule: Bench.sourceNS.description, files: "\(work)/enc",
+                             encryptionExtra: """
+                             erasureLedger: \(work)/enc-erasure.ledger
+                             keyVaultBackups: \(work)/enc-keyvault-backups
+                             """)
 }
 
 /// A pipeline over `namespace` that protects the profile's five fields under `rule`, with a
 /// key per user, its own key vault and master key (`<files>-repo`, `-keyvault`, `-master.key`),
-/// and any extra top-level sections.
+/// any extra top-level sections, and any extra keys of the encryption section (one per line).
 func writeProfilePipeline(path: String, workload: String, uri: String, namespace: String, rule: String, files: String,
-                          extra: String = "") throws -> String {
+                          extra: String = "", encryptionExtra: String = "") throws -> String {
+    let encryptionLines = encryptionExtra.split(separator: "\n").map { "  \($0)\n" }.joined()
     let yaml = """
     # Written by ciphertail-bench: \(workload).
     source: {uri: "\(uri)", namespaces: [\(namespace)]}
     archive: {repo: \(files)-repo}
     \(extra)
     encryption:
-      keyVault: \(files)-keyvault
+    \(encryptionLines)  keyVault: \(files)-keyvault
       masterKey: {provider: local, local: {keyFile: \(files)-master.key}}
       rules:
         - namespace: \(rule)

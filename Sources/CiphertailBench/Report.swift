@@ -82,6 +82,7 @@ struct Results: Codable {
     var encryption: Encryption?
     var kmip: KMIPCosts?
     var tailing: TailingResults?
+    var erasure: ErasureResults?
 
     struct Encryption: Codable {
         var encryptedValuesPerBackup: Int64
