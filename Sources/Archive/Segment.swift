@@ -334,6 +334,9 @@ public final class SegmentReader {
     public private(set) var finished = false
     /// Every byte read, for checking the manifest's whole-file hash in the same pass.
     public let fileHash = SHA256()
+    /// False: skip `fileHash` (a reader that checks every block's own hash and scans the
+    /// content itself, such as verify-erasure, has no use for it).
+    public var hashesFile = true
 
     public init(path: String) throws {
         self.path = path
@@ -369,7 +372,7 @@ public final class SegmentReader {
         guard data.count == n else { throw damaged(at ?? offset, "truncated: short read of \(what)") }
         offset += n
         let bytes = [UInt8](data)
-        fileHash.update(bytes)
+        if hashesFile { fileHash.update(bytes) }
         return bytes
     }
 

@@ -55,7 +55,6 @@ public struct ErasureVerification {
         add("erasure ledger", .keys, ok: "erased (entries \(entries.map { String($0.seq) }.joined(separator: ", ")))", ledgerFindings)
 
         let vault = protector.engine.keyVault
-        try vault.reload()
         let left = try vault.keys(matching: KeyVaultQuery(ids: Array(keys), altNames: [name]))
         add("key vault", .keys, ok: "no key of the subject", try left.map {
             ErasureFinding(check: .keys, scope: "key vault", location: keyVaultDescription, detail: "data key \(try DataKeyInfo($0).id.keyIdString) of the subject is still there")
@@ -117,10 +116,13 @@ public struct ErasureVerification {
                                    canaries: canaries, rules: rules)
         let scanner = ArchiveScanner(target: target)
         if let threads { scanner.threads = threads }
+        let scanStarted = Date()
         let scan = scanner.scan(repositories: repositories, logs: logs)
+        let scanSeconds = Date().timeIntervalSince(scanStarted)
         rows += scan.rows
         findings += scan.findings
         return ErasureReport(subjectHash: hash, rows: rows, findings: findings, segments: scan.segments, storedBytes: scan.stored,
-                             decompressedBytes: scan.decompressed, otherBytes: scan.other, seconds: Date().timeIntervalSince(started))
+                             decompressedBytes: scan.decompressed, otherBytes: scan.other, seconds: Date().timeIntervalSince(started),
+                             scanSeconds: scanSeconds)
     }
 }

@@ -172,9 +172,9 @@ struct VerifyErasureCommand: ParsableCommand {
                           + "  " + (r.passed ? "pass  " : "FAIL  ") + "  " + r.detail)
                 }
                 for f in report.findings { print("finding: \(f)") }
-                let rate = report.seconds > 0 ? Double(report.storedBytes) / report.seconds / 1_048_576 : 0
-                print(String(format: "%d segments, %@ stored, %@ decompressed, %.1f s (%.0f MiB/s of archive): ", report.segments,
-                             formatBytes(report.storedBytes), formatBytes(report.decompressedBytes), report.seconds, rate)
+                let rate = report.scanSeconds > 0 ? Double(report.storedBytes) / report.scanSeconds / 1_048_576 : 0
+                print(String(format: "%d segments, %@ stored, %@ decompressed, scanned in %.1f s (%.0f MiB/s of archive), %.1f s in all: ", report.segments,
+                             formatBytes(report.storedBytes), formatBytes(report.decompressedBytes), report.scanSeconds, rate, report.seconds)
                       + (report.passed ? "erasure verified" : "\(report.findings.count) finding(s): NOT verified"))
             }
             if !report.passed { throw ExitCode(Exit.findings) }
