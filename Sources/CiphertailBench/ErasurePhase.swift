@@ -358,7 +358,7 @@ func printErasure(_ e: ErasureResults) {
     }
     if let b = e.breakdown {
         print("  where the time goes, in this process: a full read of the key vault (\(b.vaultKeys) keys, "
-              + "\(fmt(megabytes(b.vaultFileBytes), 1)) MB; the command reads it twice) \(fmt(b.vaultLoadSeconds, 2)) s; "
+              + "\(fmt(megabytes(b.vaultFileBytes), 1)) MB; the command reads it once, to open the engine) \(fmt(b.vaultLoadSeconds, 2)) s; "
               + "\(b.keyVaultBackupFiles) key-vault backup(s) (\(fmt(megabytes(b.keyVaultBackupBytes), 1)) MB) \(fmt(b.keyVaultBackupReadSeconds, 2)) s; "
               + "the archive scan alone \(fmt(b.scanSeconds, 2)) s with \(b.scanThreads) thread(s) (\(fmt(b.scanStoredMegabytesPerSecond, 1)) MB/s stored"
               + (b.scanToZstd.map { ", \(fmt($0, 2)) of zstd -d" } ?? "") + "), \(fmt(b.scanOneThreadSeconds, 2)) s with one "
