@@ -27,8 +27,8 @@ struct ErasureResults: Codable {
         var decompressedMegabytesPerSecond: Double
         var storedMegabytesPerSecondOwn: Double
         /// The archive scan alone as the command reports it (after the key checks), and its rate.
-        var scanSeconds: Double?
-        var scanStoredMegabytesPerSecond: Double?
+        var scanSeconds: Double
+        var scanStoredMegabytesPerSecond: Double
         var peakRSSBytes: Int64
         var peakRSSFloorBytes: Int64
         var sampledPeakRSSBytes: Int64?
@@ -101,32 +101,6 @@ struct ErasedSubject {
     var canary: String
 }
 
-struct EraseOutput: Decodable {
-    var subjectHash: String
-    var keys: [String]
-    var alreadyErased: Bool
-    var scrubbedKeyVaultBackups: [String]
-}
-
-struct VerifyErasureOutput: Decodable {
-    struct Finding: Decodable {
-        var check: String
-        var scope: String
-        var location: String
-        var namespace: String?
-        var field: String?
-        var detail: String
-    }
-
-    var segments: Int
-    var storedBytes: Int64
-    var decompressedBytes: Int64
-    var otherBytes: Int64
-    var seconds: Double
-    var scanSeconds: Double?
-    var findings: [Finding]
-}
-
 /// What `extractZstdFrames` copied.
 struct FrameExtract {
     var segments = 0
@@ -196,7 +170,7 @@ extension Bench {
 
         print("ciphertail keys backup, then erase of subject \(subject) (untimed)")
         _ = try runCiphertail(ciphertail, ["keys", "backup", "--pipeline", pipeline, "--json"], output: "\(work)/keys-backup.json")
-        let erase = try decode(EraseOutput.self, try runCiphertail(ciphertail, ["erase", "--pipeline", pipeline, "--subject", subject,
+        let erase = try decode(EraseResult.self, try runCiphertail(ciphertail, ["erase", "--pipeline", pipeline, "--subject", subject,
                                                                                   "--reason", "ciphertail-bench", "--json"],
                                                                    output: "\(work)/erase.json"), "erase")
         guard !erase.keys.isEmpty, !erase.alreadyErased else {
@@ -211,14 +185,14 @@ extension Bench {
 
         // The subject's email is the canary: encrypted everywhere, so in clear nowhere.
         print("ciphertail verify-erasure of \(subject) over \(repo) (twice, the faster counts)")
-        var runs: [(ChildRun, VerifyErasureOutput)] = []
+        var runs: [(ChildRun, ErasureReport)] = []
         for _ in 0..<2 {
             let run = try runChild([ciphertail, "verify-erasure", "--pipeline", pipeline, "--subject", subject, "--canary", canary, "--json"],
                                    stdoutPath: "\(work)/verify-erasure.json")
             guard run.exitStatus == 0 || run.exitStatus == 9 else {
                 throw BenchError("ciphertail verify-erasure failed with exit status \(run.exitStatus) (its messages are above)")
             }
-            runs.append((run, try decode(VerifyErasureOutput.self, run, "verify-erasure")))
+            runs.append((run, try decode(ErasureReport.self, run, "verify-erasure")))
         }
         let (run, report) = runs.min { $0.0.seconds < $1.0.seconds }!
         let passed = run.exitStatus == 0 && report.findings.isEmpty
@@ -228,7 +202,7 @@ extension Bench {
             storedMegabytesPerSecond: megabytes(report.storedBytes) / run.seconds,
             decompressedMegabytesPerSecond: megabytes(report.decompressedBytes) / run.seconds,
             storedMegabytesPerSecondOwn: megabytes(report.storedBytes) / report.seconds,
-            scanSeconds: report.scanSeconds, scanStoredMegabytesPerSecond: report.scanSeconds.map { megabytes(report.storedBytes) / $0 },
+            scanSeconds: report.scanSeconds, scanStoredMegabytesPerSecond: megabytes(report.storedBytes) / report.scanSeconds,
             peakRSSBytes: run.maxRSS, peakRSSFloorBytes: run.maxRSSFloor, sampledPeakRSSBytes: run.sampledPeakRSS,
             exitStatus: run.exitStatus, passed: passed, findings: report.findings.count)
         phases["verifyErasure"] = PhaseResult("verify-erasure (best of 2)", documents: scanned.documents, bytes: report.decompressedBytes, child: run)
@@ -237,7 +211,7 @@ extension Bench {
                                verifyThreads: ProcessInfo.processInfo.activeProcessorCount, verify: verify)
         if !passed {
             r.notes.append("verify-erasure did NOT pass (exit status \(run.exitStatus), \(report.findings.count) finding(s)); "
-                           + "the first: " + report.findings.prefix(3).map { "[\($0.check)] \($0.scope): \($0.location) \($0.field ?? ""): \($0.detail)" }
+                           + "the first: " + report.findings.prefix(3).map(\.description)
                                .joined(separator: "; "))
         }
         if extract.segments != report.segments || extract.segmentBytes != report.storedBytes || extract.rawBytes != report.decompressedBytes {
@@ -260,7 +234,7 @@ extension Bench {
                 decompressedMegabytesPerSecond: megabytes(extract.rawBytes) / z.seconds)
             r.verifyToZstd = verify.storedMegabytesPerSecond / r.zstd!.storedMegabytesPerSecond
             r.verifyToZstdOwn = verify.storedMegabytesPerSecondOwn / r.zstd!.storedMegabytesPerSecond
-            r.scanToZstd = verify.scanStoredMegabytesPerSecond.map { $0 / r.zstd!.storedMegabytesPerSecond }
+            r.scanToZstd = verify.scanStoredMegabytesPerSecond / r.zstd!.storedMegabytesPerSecond
             phases["zstdDecompress"] = PhaseResult("zstd -d CLI (best of 2)", documents: scanned.documents, bytes: extract.rawBytes, child: z, withRSS: false)
         } else {
             r.notes.append("zstd is not on PATH: the zstd -d limit of the erasure phase was skipped (apt-get install zstd)")
@@ -350,7 +324,7 @@ func printErasure(_ e: ErasureResults) {
     }
     if let ratio = e.scanToZstd {
         print("  verify-erasure archive scan / zstd -d (archive bytes scanned per second): \(fmt(ratio, 2)) (goal >= 0.5), "
-              + "scan \(fmt(v.scanSeconds ?? 0, 2)) s, \(fmt(v.scanStoredMegabytesPerSecond ?? 0, 1)) MB/s")
+              + "scan \(fmt(v.scanSeconds, 2)) s, \(fmt(v.scanStoredMegabytesPerSecond, 1)) MB/s")
     }
     if let ratio = e.verifyToZstd {
         print("  verify-erasure whole command / zstd -d: \(fmt(ratio, 2)); over its own seconds \(fmt(e.verifyToZstdOwn ?? 0, 2)) "
