@@ -78,6 +78,10 @@ final class TailFaultTests: XCTestCase {
         let repo = TestEnv.temporaryDirectory("tailkill")
         let args = ["--uri", TestEnv.uri, "--repo", repo, "--ns", "\(src).c"]
         var tailer = try startTailProcess(args)
+        // The kills start once the first base snapshot is complete: one killed before it
+        // leaves nothing to resume, and the restart rightly takes the snapshot again.
+        let deadline = Date().addingTimeInterval(60)
+        while ((try? Repository(path: repo).backupIDs().isEmpty) ?? true) && Date() < deadline { usleep(50_000) }
         let load = WriteLoad(ns)
         defer { load.stop() }
         var killedWithOpenSegment = 0
