@@ -62,7 +62,7 @@ let package = Package(
         ]),
 
         .target(name: "Erasure", dependencies: [
-            "BSON", "Archive", "Digest", "Durable", "FieldCrypto", "KMIP", "KMIPClient", "Zstd", .product(name: "Logging", package: "swift-log"),
+            "BSON", "Mongo", "Archive", "Digest", "Durable", "FieldCrypto", "KMIP", "KMIPClient", "Zstd", .product(name: "Logging", package: "swift-log"),
         ]),
 
         // Thin CLI and the benchmark.

@@ -618,7 +618,7 @@ public final class Tailer {
                                     ["$project": ["operationType": 1, "ns": 1, "documentKey": 1, "clusterTime": 1]]]
         let client = try Client(options.connection, appName: "ciphertail-tail")
         let probe = try scope.watch(client, pipeline: pipeline, options: o.document).next()
-        let ns = probe?["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "(unknown)"
+        let ns = probe.flatMap { Namespace(changeEvent: $0) }?.description ?? "(unknown)"
         let key = probe?["documentKey"]?.documentValue.map { describeKey($0, namespace: ns) } ?? "(unknown)"
         let ts = probe?["clusterTime"]?.timestampValue
         let what = "a \(probe?["operationType"]?.stringValue ?? "change") event on \(ns), document \(key)" + (ts.map { ", cluster time \($0)" } ?? "")

@@ -5,6 +5,7 @@ import Dispatch
 import FieldCrypto
 import Foundation
 import KMIPClient
+import Mongo
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -130,6 +131,7 @@ public struct ErasureTarget: Sendable {
 public final class ArchiveScanner: @unchecked Sendable {
     public let target: ErasureTarget
     private let needles: [[UInt8]]
+    private let textNeedles: [(bytes: [UInt8], isId: Bool, form: String)]
     private let lock = NSLock()
     private var findings: [ErasureFinding] = []
     private var subjectRecords: [String: Int] = [:]  // per scope
@@ -145,6 +147,7 @@ public final class ArchiveScanner: @unchecked Sendable {
     public init(target: ErasureTarget) {
         self.target = target
         needles = target.needles
+        textNeedles = target.textNeedles
     }
 
     struct SegmentJob {
@@ -341,9 +344,7 @@ public final class ArchiveScanner: @unchecked Sendable {
     /// One record with a hit: where the needles sit, whether it is the subject's, and if so
     /// whether every value of it is ciphertext under an erased key.
     func inspect(_ doc: Document, job: SegmentJob, findings local: inout [ErasureFinding], records: inout Int, values: inout Int) {
-        let namespace = job.namespace ?? doc["ns"]?.documentValue.flatMap { n in
-            n["db"]?.stringValue.flatMap { db in n["coll"]?.stringValue.map { "\(db).\($0)" } }
-        }
+        let namespace = job.namespace ?? Namespace(changeEvent: doc)?.description
         let rule = target.rule(namespace)
         var subjectField: [String]?
         if case .perSubject(let f, _)? = rule?.key { subjectField = f.split(separator: ".").map(String.init) }
@@ -431,7 +432,7 @@ public final class ArchiveScanner: @unchecked Sendable {
         }
         var local: [ErasureFinding] = []
         bytes.withUnsafeBytes { buf in
-            for n in target.textNeedles {
+            for n in textNeedles {
                 let found = Self.hits(buf, [n.bytes])
                 // The id counts only as a whole token ("user-42" is not in "user-420"); canaries anywhere.
                 guard let first = found.first(where: { !n.isId || Self.tokenAt(buf, $0, n.bytes.count) }) else { continue }

@@ -1,5 +1,6 @@
 import BSON
 import Foundation
+import Mongo
 
 /// One value that could not be decrypted: which key and which field, never the value.
 public struct DecryptFailure: Hashable, Sendable, CustomStringConvertible {
@@ -49,9 +50,7 @@ public final class LenientDecryptor: @unchecked Sendable {
         guard doc.contains(binarySubtype: 6) else { return (doc, []) }
         if let whole = try? engine.decryptDocument(doc) { return (whole, []) }
         var failures: [DecryptFailure] = []
-        let ns = namespace ?? doc["ns"]?.documentValue.flatMap { n in
-            n["db"]?.stringValue.flatMap { db in n["coll"]?.stringValue.map { "\(db).\($0)" } }
-        }
+        let ns = namespace ?? Namespace(changeEvent: doc)?.description
         let out = walk(doc, prefix: "", namespace: ns, failures: &failures)
         return (out, failures)
     }

@@ -180,6 +180,12 @@ public struct Namespace: Hashable, Comparable, Codable, Sendable, CustomStringCo
         database = String(text[..<dot])
         collection = String(text[text.index(after: dot)...])
     }
+    /// The namespace a change event names in `ns` (nil for events without a collection,
+    /// such as dropDatabase).
+    public init?(changeEvent event: Document) {
+        guard let ns = event["ns"]?.documentValue, let db = ns["db"]?.stringValue, let coll = ns["coll"]?.stringValue else { return nil }
+        self.init(database: db, collection: coll)
+    }
     public var description: String { "\(database).\(collection)" }
     public static func < (a: Namespace, b: Namespace) -> Bool { a.description < b.description }
 }

@@ -239,7 +239,7 @@ public final class RepositoryRekeyer {
         try events.map { event in
             let before = reprotector.target.encryptedValues
             let (sealed, failed) = try reprotector.reprotectEvent(event)
-            let ns = event["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "?"
+            let ns = Namespace(changeEvent: event)?.description ?? "?"
             count(ns, encrypted: reprotector.target.encryptedValues - before, failed: failed)
             return sealed
         }

@@ -405,7 +405,7 @@ public final class RestoreRunner {
                         var event = Document(trusted: Array(raw))
                         // The consistent point (or the target) bounds the replay, whatever the log holds.
                         if let ts = event["clusterTime"]?.timestampValue, ts > upTo || (after.map { ts <= $0 } ?? false) { return }
-                        let ns = event["ns"]?.documentValue.map { "\($0["db"]?.stringValue ?? "").\($0["coll"]?.stringValue ?? "")" } ?? "?"
+                        let ns = Namespace(changeEvent: event)?.description ?? "?"
                         if let opened = try self.open(raw, namespace: ns) { event = opened }
                         try applier.apply(event)
                     }
