@@ -34,9 +34,7 @@ struct BackupCommand: ParsableCommand {
             let (settings, uri, repo) = try source.resolve(file)
             var options = BackupOptions(connection: ConnectionString(uri), repository: repo)
             options.namespaces = try settings.namespaces.map(NamespacePattern.init)
-            options.compressionLevel = Int32(settings.compressionLevel)
-            options.blockBytes = settings.blockBytes
-            options.segmentBytes = settings.segmentBytes
+            options.useArchiveSettings(settings)
             let stage = try CaptureKeys(file, keys: keys, common: common)
             defer { stage.stop() }
             options.excludedNamespaces.formUnion(stage.excluded)
@@ -82,6 +80,15 @@ struct BackupSummaryOutput: Encodable {
         storedBytes = m.storedBytes
         clusterTime = m.clusterTime
         seconds = m.completedAt.timeIntervalSince(m.createdAt)
+    }
+}
+
+extension BackupOptions {
+    /// The archive's compression level, block and segment sizes, from the pipeline and flags.
+    mutating func useArchiveSettings(_ s: ResolvedSettings) {
+        compressionLevel = Int32(s.compressionLevel)
+        blockBytes = s.blockBytes
+        segmentBytes = s.segmentBytes
     }
 }
 

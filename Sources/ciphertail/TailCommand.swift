@@ -89,11 +89,7 @@ struct TailCommand: ParsableCommand {
                 let isoTime = t.i == .max && ClusterTime(string: text.trimmingCharacters(in: .whitespaces)) == nil
                 return isoTime ? ClusterTime(t: t.t, i: 0) : t
             }
-            options.snapshotSettings = { b in
-                b.compressionLevel = Int32(settings.compressionLevel)
-                b.blockBytes = settings.blockBytes
-                b.segmentBytes = settings.segmentBytes
-            }
+            options.snapshotSettings = { $0.useArchiveSettings(settings) }
             let stage = try CaptureKeys(file, keys: keys, common: common)
             defer { stage.stop() }
             options.excludedNamespaces.formUnion(stage.excluded)
