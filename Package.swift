@@ -14,6 +14,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // C libraries (system library targets).
@@ -65,9 +69,33 @@ let package = Package(
             "BSON", "Mongo", "Archive", "Digest", "Durable", "FieldCrypto", "KMIP", "KMIPClient", "Zstd", .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // Applies a repository's (encrypted) change log to another cluster, as it grows.
+        .target(name: "Replication", dependencies: [
+            "BSON", "Mongo", "Archive", "Restore", .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+        ]),
+        // The Prometheus registry and its HTTP endpoint (/metrics, /healthz), log output formats.
+        .target(name: "Observability", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
+        // `ciphertail run`: the long-running services of one pipeline (capture, schedule,
+        // retention, replication, lease) under swift-service-lifecycle.
+        .target(name: "Sidecar", dependencies: [
+            "BSON", "Mongo", "Archive", "Capture", "Pipeline", "Durable", "FieldCrypto", "Replication", "Observability",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+
         // Thin CLI and the benchmark.
         .executableTarget(name: "ciphertail", dependencies: [
             "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "Durable", "FieldCrypto", "Erasure",
+            "Replication", "Observability", "Sidecar",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -81,6 +109,8 @@ let package = Package(
         .testTarget(name: "BSONTests", dependencies: ["BSON"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
+        .testTarget(name: "SidecarTests", dependencies: ["Sidecar", "Archive", "Pipeline", "BSON"]),
+        .testTarget(name: "ObservabilityTests", dependencies: ["Observability", .product(name: "Metrics", package: "swift-metrics"), .product(name: "Logging", package: "swift-log")]),
         .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL", "Digest", "Mongo"]),
         .testTarget(name: "KMIPTests", dependencies: ["KMIP"]),
         .testTarget(name: "ErasureTests", dependencies: ["Erasure", "FieldCrypto", "BSON", "Digest"]),

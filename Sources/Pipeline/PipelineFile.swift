@@ -30,6 +30,38 @@ public struct PipelineFile: Codable, Equatable {
         public var idleCheckpointSeconds: Double?
         public var onLargeEvent: String?
         public var baseSnapshot: Bool?
+        /// `ciphertail run` only: false runs the scheduled backups without a change log.
+        public var enabled: Bool?
+    }
+    /// `ciphertail run`: when base snapshots are taken (a cron expression in a time zone).
+    public struct Schedule: Codable, Equatable {
+        public var baseSnapshot: String?
+        public var timeZone: String?
+    }
+    /// Which base snapshots `prune` (and `run`, after each scheduled snapshot) keeps: the
+    /// union of the newest `keepLast` and those needed to restore any point of the last
+    /// `keepDays` days.
+    public struct Retention: Codable, Equatable {
+        public var keepLast: Int?
+        public var keepDays: Double?
+    }
+    /// The lease that lets only one `ciphertail run` of a pipeline write: a document in the
+    /// source cluster.
+    public struct Lease: Codable, Equatable {
+        public var namespace: String?
+        public var ttlSeconds: Double?
+    }
+    /// Encrypted replication: the captured (encrypted) change log applied to another cluster.
+    public struct Replication: Codable, Equatable {
+        public var uri: String?
+        /// Where the target keeps its checkpoint (`db.coll`, in the target).
+        public var checkpointNamespace: String?
+        public var batchSize: Int?
+    }
+    /// The Prometheus endpoint and `/healthz` of `ciphertail run`.
+    public struct Metrics: Codable, Equatable {
+        public var listen: String?
+        public var stallSeconds: Double?
     }
 
     public var version: Int?
@@ -39,16 +71,26 @@ public struct PipelineFile: Codable, Equatable {
     public var restore: Restore?
     public var tail: Tail?
     public var encryption: Encryption?
+    public var schedule: Schedule?
+    public var retention: Retention?
+    public var lease: Lease?
+    public var replication: Replication?
+    public var metrics: Metrics?
 
     public init() {}
 
     static let allowedKeys: [String: Set<String>] = [
-        "": ["version", "name", "source", "archive", "restore", "tail", "encryption"],
+        "": ["version", "name", "source", "archive", "restore", "tail", "encryption", "schedule", "retention", "lease", "replication", "metrics"],
         "source": ["uri", "namespaces"],
         "archive": ["repo", "compression", "blockSize", "segmentSize"],
         "archive.compression": ["codec", "level"],
         "restore": ["uri", "workers", "batchSize"],
-        "tail": ["segmentMaxSize", "segmentMaxAgeSeconds", "idleCheckpointSeconds", "onLargeEvent", "baseSnapshot"],
+        "tail": ["segmentMaxSize", "segmentMaxAgeSeconds", "idleCheckpointSeconds", "onLargeEvent", "baseSnapshot", "enabled"],
+        "schedule": ["baseSnapshot", "timeZone"],
+        "retention": ["keepLast", "keepDays"],
+        "lease": ["namespace", "ttlSeconds"],
+        "replication": ["uri", "checkpointNamespace", "batchSize"],
+        "metrics": ["listen", "stallSeconds"],
         "encryption": ["keyVault", "keyVaultNamespace", "masterKey", "rules", "erasureLedger", "keyVaultBackups"],
         "encryption.masterKey": ["provider", "local", "kmip"],
         "encryption.masterKey.local": ["keyFile"],
@@ -182,6 +224,7 @@ extension PipelineFile {
                                     reason: "'\(p)' is not stop or gap")
             }
         }
+        try validateService(file: file, node: node)
         if let b = restore?.batchSize, b < 1 {
             throw PipelineError(file: file, line: Self.line(of: ["restore", "batchSize"], in: node), field: "restore.batchSize", reason: "must be at least 1")
         }
@@ -191,6 +234,53 @@ extension PipelineFile {
                                     reason: "'\(v)' is not a size such as 1MiB or 256MiB")
             }
         }
+    }
+
+    /// The sections only `ciphertail run` (and `prune`, `replicate`) read.
+    func validateService(file: String, node: Node) throws {
+        func fail(_ path: [String], _ reason: String) -> PipelineError {
+            PipelineError(file: file, line: Self.line(of: path, in: node), field: path.joined(separator: "."), reason: reason)
+        }
+        if let s = schedule {
+            if let cron = s.baseSnapshot {
+                do { _ = try CronSchedule(cron) } catch { throw fail(["schedule", "baseSnapshot"], "\(error)") }
+            }
+            if let z = s.timeZone, TimeZone(identifier: z) == nil {
+                throw fail(["schedule", "timeZone"], "'\(z)' is not a time zone of the tz database (such as UTC or Europe/Berlin)")
+            }
+            if s.baseSnapshot == nil && s.timeZone != nil { throw fail(["schedule"], "timeZone without baseSnapshot") }
+        }
+        if let r = retention {
+            if let n = r.keepLast, n < 1 { throw fail(["retention", "keepLast"], "must be at least 1 (the newest base snapshot is always kept)") }
+            if let d = r.keepDays, !(d > 0) { throw fail(["retention", "keepDays"], "must be more than 0") }
+            if r.keepLast == nil && r.keepDays == nil { throw fail(["retention"], "names neither keepLast nor keepDays") }
+        }
+        if let l = lease {
+            if let ns = l.namespace, Self.splitNamespace(ns) == nil { throw fail(["lease", "namespace"], "'\(ns)' is not db.collection") }
+            if let t = l.ttlSeconds, !(t >= 3 && t <= 600) { throw fail(["lease", "ttlSeconds"], "\(t) is outside 3...600 seconds") }
+        }
+        if let r = replication {
+            guard let uri = r.uri, !uri.isEmpty else { throw fail(["replication"], "has no uri (the target cluster)") }
+            if uri == source?.uri { throw fail(["replication", "uri"], "is the source cluster") }
+            if let ns = r.checkpointNamespace, Self.splitNamespace(ns) == nil { throw fail(["replication", "checkpointNamespace"], "'\(ns)' is not db.collection") }
+            if let b = r.batchSize, b < 1 { throw fail(["replication", "batchSize"], "must be at least 1") }
+        }
+        if let m = metrics {
+            if let l = m.listen, Self.parseListen(l) == nil { throw fail(["metrics", "listen"], "'\(l)' is not host:port (such as 127.0.0.1:9464)") }
+            if let s = m.stallSeconds, !(s > 0) { throw fail(["metrics", "stallSeconds"], "must be more than 0") }
+        }
+    }
+
+    static func splitNamespace(_ text: String) -> (String, String)? {
+        guard let dot = text.firstIndex(of: "."), dot != text.startIndex, text.index(after: dot) != text.endIndex else { return nil }
+        return (String(text[..<dot]), String(text[text.index(after: dot)...]))
+    }
+
+    /// `host:port` (port 0: any free port, for tests).
+    public static func parseListen(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        let host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        return host.isEmpty ? nil : (host, port)
     }
 
     /// `512KiB`, `1MiB`, `2GiB` or a byte count.

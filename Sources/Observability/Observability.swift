@@ -1,0 +1,1 @@
+// Observability: see docs/ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+// Replication: see docs/ARCHITECTURE.md.

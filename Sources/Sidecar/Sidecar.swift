@@ -1,0 +1,1 @@
+// Sidecar: see docs/ARCHITECTURE.md.

@@ -1,0 +1,4 @@
+import XCTest
+@testable import Observability
+
+final class PlaceholderObservabilityTests: XCTestCase {}

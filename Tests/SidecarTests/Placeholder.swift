@@ -1,0 +1,4 @@
+import XCTest
+@testable import Sidecar
+
+final class PlaceholderSidecarTests: XCTestCase {}
