@@ -53,7 +53,7 @@ let package = Package(
             "Yams", "BSON", "FieldCrypto", "KMIPClient", "Mongo", "Durable", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Capture", dependencies: [
-            "BSON", "Mongo", "Archive", "Digest", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
+            "BSON", "Mongo", "Archive", "Digest", "Durable", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "Restore", dependencies: [
             "BSON", "Mongo", "Archive", "FieldCrypto", .product(name: "Logging", package: "swift-log"),
@@ -90,6 +90,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         ]),
 
         // Thin CLI and the benchmark.

@@ -45,6 +45,10 @@ public struct ChangeEntry: Codable, Equatable, Sendable {
     /// Field paths encrypted per namespace in this segment's events (absent: no rules).
     public var protectedFields: [String: [String]]?
 
+    /// With `ciphertail run`: the term of the lease its writer held (a fencing token; terms
+    /// never decrease along the log).
+    public var leaseTerm: Int64?
+
     /// Gap entries: why the history is missing, and the server's error code if one was given.
     public var reason: String?
     public var code: Int?
@@ -189,7 +193,10 @@ public final class ChangeLog {
         let maxSeq = all.max() ?? 0
         var index = 0
         var seq: Int64 = entries.first.map { min($0.entry.sequence, bad.keys.min() ?? .max) } ?? (bad.keys.min() ?? 1)
-        if seq > 1 { breaks.append(ChainBreak(sequence: 1, after: nil, reason: "entries 1 to \(seq - 1) are missing")) }
+        // Entries below the retention marker were removed on purpose: the log starts there.
+        if seq > 1 && (Retention.prunedBelow(self).map { seq > $0 } ?? true) {
+            breaks.append(ChainBreak(sequence: 1, after: nil, reason: "entries 1 to \(seq - 1) are missing"))
+        }
         while seq <= maxSeq {
             defer { seq += 1 }
             if let err = bad[seq] {
@@ -321,11 +328,13 @@ public final class ChangeLogWriter {
 
     /// Records a stretch of history that is not in the log.
     @discardableResult
-    public func recordGap(lineage: String, from: ClusterTime, to: ClusterTime, namespaces: [String], reason: String, code: Int?) throws -> ChangeEntry {
+    public func recordGap(lineage: String, from: ClusterTime, to: ClusterTime, namespaces: [String], reason: String, code: Int?,
+                          leaseTerm: Int64? = nil) throws -> ChangeEntry {
         try Durable.makeDirectory((log.path as NSString).appendingPathComponent(ChangeLog.folderName(nextSequence)))
         var e = ChangeEntry(sequence: nextSequence, kind: .gap, lineage: lineage, previous: last?.hash, from: from, to: to, namespaces: namespaces)
         e.reason = reason
         e.code = code
+        e.leaseTerm = leaseTerm
         return try write(e)
     }
 

@@ -174,6 +174,35 @@ public final class Repository {
         return removed
     }
 
+    public static let claimFile = "pipeline.json"
+
+    struct Claim: Codable {
+        var format = "ciphertail-pipeline-claim"
+        var version = 1
+        var pipeline: String
+        var claimedAt: Date
+    }
+
+    /// Binds the repository to one pipeline name on first use; another name is refused
+    /// (`ArchiveError.claimed`), so two pipelines never interleave their logs and retention.
+    public func claim(pipeline name: String) throws {
+        let p = (path as NSString).appendingPathComponent(Repository.claimFile)
+        if FileManager.default.fileExists(atPath: p) {
+            guard let c = try? Manifest.decoder.decode(Claim.self, from: Data(try Durable.readFile(p))) else {
+                throw ArchiveError.badManifest(path: p, reason: "unreadable pipeline claim")
+            }
+            if c.pipeline != name { throw ArchiveError.claimed(path: path, by: c.pipeline, requested: name) }
+            return
+        }
+        try Durable.writeFile(try Manifest.encoder.encode(Claim(pipeline: name, claimedAt: Date())) + [0x0A], to: p)
+    }
+
+    /// The pipeline that claimed the repository, if any.
+    public var claimedBy: String? {
+        let p = (path as NSString).appendingPathComponent(Repository.claimFile)
+        return (try? Durable.readFile(p)).flatMap { try? Manifest.decoder.decode(Claim.self, from: Data($0)) }?.pipeline
+    }
+
     public func segmentPath(backup id: String, _ segment: SegmentInfo) -> String {
         (backupPath(id) as NSString).appendingPathComponent(segment.path)
     }

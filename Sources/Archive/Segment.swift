@@ -39,6 +39,8 @@ public enum ArchiveError: Error, CustomStringConvertible {
     case locked(path: String)
     /// A point in time the repository cannot restore to, with what it can.
     case notRestorable(target: String, reason: String, windows: [String])
+    /// The repository belongs to another pipeline (`pipeline.json`).
+    case claimed(path: String, by: String, requested: String)
 
     public var description: String {
         switch self {
@@ -48,7 +50,9 @@ public enum ArchiveError: Error, CustomStringConvertible {
         case .unknownBackup(let id, let available):
             return "no backup \(id) in this repository; available: " + (available.isEmpty ? "none" : available.joined(separator: ", "))
         case .unsupportedRepository(let p, let r): return "\(p): \(r)"
-        case .locked(let p): return "another ciphertail tail is writing this repository's change log (\(p) is locked)"
+        case .locked(let p): return "another ciphertail process is at work on this repository (\(p) is locked: a tail or run writing the change log, or a prune)"
+        case .claimed(let p, let by, let requested):
+            return "repository \(p) belongs to pipeline '\(by)', not '\(requested)': two pipelines never write to one repository (give this one its own archive.repo)"
         case .notRestorable(let t, let r, let w):
             return "cannot restore to \(t): \(r); restorable: " + (w.isEmpty ? "nothing (no base snapshot)" : w.joined(separator: ", "))
         case .notARepository(let p): return "\(p) is not a ciphertail repository (no ciphertail-repo.json); create one with `ciphertail backup`"

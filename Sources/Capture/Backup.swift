@@ -13,6 +13,9 @@ public enum CaptureError: Error, CustomStringConvertible {
     case unsupportedRule(namespace: String, reason: String)
     /// `tail --start-at` on a repository whose change log already has entries.
     case changeLogExists(repository: String, lastEntry: Int64, to: String)
+    /// `ciphertail run`: the lease was lost (not renewed in time, or taken over), so this
+    /// process must not write; what was not committed is left for the new holder to capture.
+    case leaseLost(reason: String)
 
     public var description: String {
         switch self {
@@ -26,6 +29,7 @@ public enum CaptureError: Error, CustomStringConvertible {
         case .changeLogExists(let repo, let seq, let to):
             return "--start-at starts a new change log, but \(repo) already has one (entry \(seq), durable to \(to)); "
                 + "without --start-at the tailer resumes it"
+        case .leaseLost(let r): return "the pipeline's lease is lost, so capture stopped writing: \(r)"
         }
     }
 }

@@ -1,5 +1,6 @@
 import Archive
 import BSON
+import Durable
 import FieldCrypto
 import Foundation
 import Logging
@@ -49,6 +50,15 @@ public struct TailOptions {
     /// Settings for the base snapshots (compression, segment sizes); namespaces, exclusions
     /// and the protector are the tailer's own.
     public var snapshotSettings: (inout BackupOptions) -> Void = { _ in }
+    /// Each base snapshot's outcome (the run's scheduler prunes after a good one).
+    public var onSnapshot: ((Result<Manifest, Error>) -> Void)?
+    /// Asked right before anything is written to the log: false (the lease is gone) makes the
+    /// run end with `CaptureError.leaseLost`, writing nothing more.
+    public var canWrite: @Sendable () -> Bool = { true }
+    /// Recorded in every entry written (`ChangeEntry.leaseTerm`).
+    public var leaseTerm: Int64?
+    /// While the disk is full, how often to try again.
+    public var diskFullRetrySeconds: Double = 5
 
     public init(connection: ConnectionString, repository: String) {
         self.connection = connection
@@ -57,7 +67,7 @@ public struct TailOptions {
 }
 
 public struct TailAlert: Sendable, CustomStringConvertible {
-    public enum Kind: String, Sendable { case gap, largeEvent, snapshotFailed, retrying, keysUnavailable }
+    public enum Kind: String, Sendable { case gap, largeEvent, snapshotFailed, retrying, keysUnavailable, diskFull, diskSpaceBack }
     public var kind: Kind
     public var message: String
     public var description: String { "\(kind.rawValue): \(message)" }
@@ -182,6 +192,8 @@ public final class Tailer {
     private var snapshotRunning = false
     private var snapshotNeeded = false
     private var snapshotRetryAfter = Date.distantPast
+    /// Where the current line began, for a discarded segment when the log has no entry yet.
+    private var lineStart: ClusterTime?
 
     public func run() throws -> TailSummary {
         let started = Date()
@@ -214,6 +226,8 @@ public final class Tailer {
                 backoff = 0.25
                 startSnapshotIfNeeded()
                 try follow(stream)
+            } catch let e as FileError where e.isNoSpace {
+                try waitForSpace(e)
             } catch let e as MongoError where Tailer.historyLostCodes.contains(e.code) {
                 try recordGapAndRestart(reason: "the change stream cannot resume: \(e.message)", code: Int(e.code))
             } catch let e as MongoError where e.code == 10334 {
@@ -231,7 +245,13 @@ public final class Tailer {
                 backoff = min(options.maxBackoffSeconds, backoff * 2)
             }
         }
-        try commitSegment(pbrt: nil)
+        do {
+            try commitSegment(pbrt: nil)
+        } catch let e as FileError where e.isNoSpace {
+            // Stopping while the disk is full: what was not committed is read again next run.
+            discardOpenSegment()
+            logger.warning("stopping with the disk full; the uncommitted segment was discarded and is captured again on restart", metadata: ["error": "\(e)"])
+        }
         waitForSnapshot()
         summary.seconds = Date().timeIntervalSince(started)
         summary.coveredTo = coveredTo?.description
@@ -250,6 +270,21 @@ public final class Tailer {
             throw CaptureError.changeLogExists(repository: options.repository, lastEntry: last.sequence, to: last.to.description)
         }
         if let (last, _) = writer.last, last.namespaces == patterns {
+            adopt(last)
+            logger.notice("resuming the change log", metadata: ["after": "\(last.to)", "entry": "\(last.sequence)"])
+            if last.kind == .segment { summary.resumedFrom = last.to.description }
+            return
+        }
+        let now = try options.startAt ?? currentClusterTime()
+        startAt = now
+        lineStart = now
+        scope = Tailer.naturalScope(options.namespaces)
+        snapshotNeeded = options.baseSnapshots
+        logger.notice("starting a new change log line", metadata: ["at": "\(now)"])
+    }
+
+    /// Takes the position after the log's last entry (on start, and after a discarded segment).
+    private func adopt(_ last: ChangeEntry) {
             switch last.kind {
             case .segment:
                 // After the entry's token, or (an invalidate's token cannot start a wider
@@ -259,23 +294,18 @@ public final class Tailer {
                 startAt = resumeToken == nil ? last.to.successor : nil
                 coveredTo = last.to
                 scope = Tailer.scope(named: last.scope, patterns: options.namespaces)
-                summary.resumedFrom = last.to.description
-                logger.notice("resuming the change log", metadata: ["after": "\(last.to)", "entry": "\(last.sequence)"])
-                snapshotNeeded = options.baseSnapshots && !hasBaseSnapshot()
-                return
+                let needed = options.baseSnapshots && !hasBaseSnapshot()
+                snapshotLock.lock(); snapshotNeeded = snapshotNeeded || needed; snapshotLock.unlock()
             case .gap:
                 // The gap's end is where the last run restarted; continue from there.
+                resumeToken = nil
                 startAt = last.to.successor
+                lineStart = startAt
+                coveredTo = nil
                 scope = Tailer.naturalScope(options.namespaces)
-                snapshotNeeded = options.baseSnapshots && !hasBaseSnapshot(from: last.to.successor)
-                return
+                let needed = options.baseSnapshots && !hasBaseSnapshot(from: last.to.successor)
+                snapshotLock.lock(); snapshotNeeded = snapshotNeeded || needed; snapshotLock.unlock()
             }
-        }
-        let now = try options.startAt ?? currentClusterTime()
-        startAt = now
-        scope = Tailer.naturalScope(options.namespaces)
-        snapshotNeeded = options.baseSnapshots
-        logger.notice("starting a new change log line", metadata: ["at": "\(now)"])
     }
 
     private func currentClusterTime() throws -> ClusterTime {
@@ -551,7 +581,10 @@ public final class Tailer {
             for rule in p.rules { out[rule.namespace] = rule.fields.map(\.path) }
             return out
         }
+        try checkLease()
+        let term = options.leaseTerm
         let entry = try writer.commit(segment!) { e in
+            e.leaseTerm = term
             e.lineage = lineage
             e.from = from
             e.to = max(from.predecessor, to)
@@ -581,6 +614,64 @@ public final class Tailer {
 
     // MARK: Faults
 
+    private func checkLease() throws {
+        guard options.canWrite() else {
+            discardOpenSegment()
+            throw CaptureError.leaseLost(reason: "not renewed in time; the uncommitted segment was discarded")
+        }
+    }
+
+    /// Drops the open segment (its temporary file goes) and whatever events wait to be
+    /// sealed, and moves back to right after the last committed entry: those events are read
+    /// again from the oplog.
+    private func discardOpenSegment() {
+        segment?.abort()
+        segment = nil
+        pending = []
+        _ = try? sealer?.finish()
+        sealFailure = nil
+        segmentEvents = 0
+        firstEventAt = nil
+        segmentFirstEvent = nil
+        lastEventTime = nil
+        lastTxn = nil
+        wallTimes = []
+        segmentFrom = nil
+        if let (last, _) = writer.last, last.kind == .segment, last.lineage == lineage, last.namespaces == patterns {
+            adopt(last)
+        } else {
+            resumeToken = nil
+            startAt = lineStart
+            coveredTo = nil
+        }
+    }
+
+    /// The disk is full: nothing half-written stays, an alert goes out, and capture waits
+    /// until a probe file can be written and made durable, then resumes from the last token.
+    private func waitForSpace(_ error: FileError) throws {
+        discardOpenSegment()
+        let message = "disk full, capture paused (the uncommitted segment was discarded; capture resumes from the last durable entry when space returns): \(error)"
+        logger.critical("\(message)")
+        options.onAlert?(TailAlert(kind: .diskFull, message: message))
+        let probe = (options.repository as NSString).appendingPathComponent(".space-probe")
+        var attempts = 0
+        while !stopRequested() {
+            sleepUnlessStopped(options.diskFullRetrySeconds)
+            attempts += 1
+            do {
+                try Durable.writeFile([UInt8](repeating: 0, count: 1 << 20), to: probe)
+                unlink(probe)
+                let back = "disk space is back; capture resumes after \(coveredTo?.description ?? "the start of the line")"
+                logger.notice("\(back)")
+                options.onAlert?(TailAlert(kind: .diskSpaceBack, message: back))
+                return
+            } catch let e as FileError where e.isNoSpace {
+                unlink(probe)
+                if attempts % 12 == 0 { options.onAlert?(TailAlert(kind: .diskFull, message: "disk still full, capture still paused: \(e)")) }
+            }
+        }
+    }
+
     /// The stream cannot continue: what was captured is committed, the lost stretch is
     /// recorded as a gap, and a new line starts now with a fresh base snapshot.
     private func recordGapAndRestart(reason: String, code: Int?) throws {
@@ -591,8 +682,9 @@ public final class Tailer {
         let current = try currentClusterTime()
         let from = coveredTo?.successor ?? segmentFrom ?? current
         let now = max(current, from)
+        try checkLease()
         let entry = try writer.recordGap(lineage: lineage, from: from, to: now.predecessor, namespaces: patterns,
-                                         reason: reason, code: code)
+                                         reason: reason, code: code, leaseTerm: options.leaseTerm)
         summary.gaps += 1
         let message = "history from \(entry.from) to \(entry.to) is not in the change log (\(reason)); restores cannot cross it; taking a new base snapshot"
         logger.critical("\(message)")
@@ -600,6 +692,7 @@ public final class Tailer {
         lineage = UUID().uuidString.lowercased()
         resumeToken = nil
         startAt = now
+        lineStart = now
         coveredTo = nil
         segmentFrom = now
         lastEventTime = nil
@@ -631,12 +724,15 @@ public final class Tailer {
         // Everything before the event is kept; the event itself is the gap.
         try commitSegment(pbrt: nil)
         let from = coveredTo?.successor ?? segmentFrom ?? ts
-        let entry = try writer.recordGap(lineage: lineage, from: min(from, ts), to: ts, namespaces: patterns, reason: what, code: Int(error.code))
+        try checkLease()
+        let entry = try writer.recordGap(lineage: lineage, from: min(from, ts), to: ts, namespaces: patterns, reason: what, code: Int(error.code),
+                                         leaseTerm: options.leaseTerm)
         summary.gaps += 1
         logger.critical("\(what); recorded as a gap (entry \(entry.sequence)); taking a new base snapshot")
         lineage = UUID().uuidString.lowercased()
         resumeToken = token
         startAt = nil
+        lineStart = ts.successor
         coveredTo = ts
         segmentFrom = ts.successor
         lastEventTime = nil
@@ -676,16 +772,29 @@ public final class Tailer {
                 let m = try BackupRunner(snapshotOptions, logger: logger).run()
                 logger.notice("base snapshot taken", metadata: ["backup": "\(m.id)", "consistentClusterTime": "\(m.clusterTime.end)"])
                 snapshotLock.lock(); summary.snapshots.append(m.id); snapshotLock.unlock()
+                options.onSnapshot?(.success(m))
             } catch {
                 let message = "base snapshot failed, retrying in 60 s: \(error)"
                 logger.error("\(message)")
                 options.onAlert?(TailAlert(kind: .snapshotFailed, message: message))
+                options.onSnapshot?(.failure(error))
                 snapshotLock.lock(); snapshotNeeded = true; snapshotRetryAfter = Date().addingTimeInterval(60); snapshotLock.unlock()
             }
             snapshotLock.lock(); snapshotRunning = false; snapshotLock.unlock()
         }
         t.name = "ciphertail.base-snapshot"
         t.start()
+    }
+
+    /// Asks for a base snapshot (the run's schedule): it starts at the next event or idle
+    /// poll. False when one is already running or asked for.
+    @discardableResult
+    public func requestBaseSnapshot() -> Bool {
+        snapshotLock.lock(); defer { snapshotLock.unlock() }
+        if snapshotRunning || snapshotNeeded { return false }
+        snapshotNeeded = true
+        snapshotRetryAfter = .distantPast
+        return true
     }
 
     private func snapshotBusy() -> Bool {

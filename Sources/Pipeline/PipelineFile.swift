@@ -129,14 +129,15 @@ public struct ResolvedSettings: Equatable {
 }
 
 extension PipelineFile {
-    public static func load(path: String) throws -> PipelineFile {
+    /// `forRun`: also what `ciphertail run` needs (a name, a source, a repository).
+    public static func load(path: String, forRun: Bool = false) throws -> PipelineFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw PipelineError(file: path, line: nil, field: "", reason: "cannot read the file")
         }
-        return try parse(String(decoding: data, as: UTF8.self), file: path)
+        return try parse(String(decoding: data, as: UTF8.self), file: path, forRun: forRun)
     }
 
-    public static func parse(_ text: String, file: String) throws -> PipelineFile {
+    public static func parse(_ text: String, file: String, forRun: Bool = false) throws -> PipelineFile {
         let node: Node
         do {
             guard let n = try Yams.compose(yaml: text) else { return PipelineFile() }
@@ -155,6 +156,7 @@ extension PipelineFile {
                                 field: field, reason: "has the wrong type (\(ctx.debugDescription))")
         }
         try pipeline.validate(file: file, node: node)
+        if forRun { try pipeline.validateForRun(file: file, node: node) }
         return pipeline
     }
 
@@ -268,6 +270,18 @@ extension PipelineFile {
         if let m = metrics {
             if let l = m.listen, Self.parseListen(l) == nil { throw fail(["metrics", "listen"], "'\(l)' is not host:port (such as 127.0.0.1:9464)") }
             if let s = m.stallSeconds, !(s > 0) { throw fail(["metrics", "stallSeconds"], "must be more than 0") }
+        }
+    }
+
+    func validateForRun(file: String, node: Node) throws {
+        let required: [([String], Bool, String)] = [
+            (["name"], !(name ?? "").isEmpty, "ciphertail run needs a pipeline name (it names the lease and claims the repository)"),
+            (["source", "uri"], !(source?.uri ?? "").isEmpty, "ciphertail run needs the source cluster's connection string"),
+            (["archive", "repo"], !(archive?.repo ?? "").isEmpty, "ciphertail run needs a repository folder"),
+        ]
+        for (path, present, reason) in required where !present {
+            // The line of the deepest part of the path that is there.
+            throw PipelineError(file: file, line: Self.line(of: path, in: node) ?? 1, field: path.joined(separator: "."), reason: reason)
         }
     }
 

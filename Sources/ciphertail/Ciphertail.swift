@@ -30,5 +30,5 @@ struct Ciphertail: ParsableCommand {
         """,
         version: "0.1.0 (archive format 1)",
         subcommands: [BackupCommand.self, TailCommand.self, RestoreCommand.self, ExportCommand.self, RekeyCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self,
-                      EraseCommand.self, VerifyErasureCommand.self])
+                      EraseCommand.self, VerifyErasureCommand.self, RunCommand.self, PruneCommand.self])
 }

@@ -74,6 +74,7 @@ func classify(_ error: Error) -> (Int32, String) {
         if case .eventTooLarge = e { return (Exit.unexpected, e.description) }
         if case .unsupportedRule = e { return (Exit.usage, e.description) }
         if case .changeLogExists = e { return (Exit.refused, e.description) }
+        if case .leaseLost = e { return (Exit.refused, e.description) }
         return (Exit.mongo, e.description)
     case let e as RestoreError:
         switch e {
@@ -85,7 +86,7 @@ func classify(_ error: Error) -> (Int32, String) {
     case let e as ArchiveError:
         switch e {
         case .unknownBackup, .notARepository, .notRestorable: return (Exit.notFound, e.description)
-        case .locked: return (Exit.refused, e.description)
+        case .locked, .claimed: return (Exit.refused, e.description)
         default: return (Exit.damaged, e.description)
         }
     case let e as ExportError:

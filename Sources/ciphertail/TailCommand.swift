@@ -74,14 +74,11 @@ struct TailCommand: ParsableCommand {
         try runReportingErrors {
             let file = try common.loadPipeline()
             let (settings, uri, repo) = try source.resolve(file)
-            var options = TailOptions(connection: ConnectionString(uri), repository: repo)
-            options.namespaces = try settings.namespaces.map(NamespacePattern.init)
-            options.compressionLevel = Int32(settings.compressionLevel)
-            options.segmentBytes = (segmentMaxSize ?? file.tail?.segmentMaxSize).flatMap(PipelineFile.parseSize) ?? (64 << 20)
-            options.segmentSeconds = segmentMaxAge ?? file.tail?.segmentMaxAgeSeconds ?? 1
-            options.idleSeconds = idleCheckpoint ?? file.tail?.idleCheckpointSeconds ?? 60
-            options.onLargeEvent = LargeEventPolicy(rawValue: onLargeEvent ?? file.tail?.onLargeEvent ?? "stop") ?? .stop
-            options.baseSnapshots = !noBaseSnapshot && (file.tail?.baseSnapshot ?? true)
+            let stage = try CaptureKeys(file, keys: keys, common: common)
+            defer { stage.stop() }
+            var options = try makeTailOptions(file, settings: settings, uri: uri, repo: repo, stage: stage,
+                                              segmentMaxSize: segmentMaxSize, segmentMaxAge: segmentMaxAge, idleCheckpoint: idleCheckpoint,
+                                              onLargeEvent: onLargeEvent, noBaseSnapshot: noBaseSnapshot)
             options.until = try until.map(PointInTimeTarget.parse)
             options.startAt = try startAt.map { text in
                 // An ISO time names a whole second; a start is at its beginning, not its end.
@@ -89,11 +86,6 @@ struct TailCommand: ParsableCommand {
                 let isoTime = t.i == .max && ClusterTime(string: text.trimmingCharacters(in: .whitespaces)) == nil
                 return isoTime ? ClusterTime(t: t.t, i: 0) : t
             }
-            options.snapshotSettings = { $0.useArchiveSettings(settings) }
-            let stage = try CaptureKeys(file, keys: keys, common: common)
-            defer { stage.stop() }
-            options.excludedNamespaces.formUnion(stage.excluded)
-            options.protector = stage.protector
             let stop = StopFlag()
             let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
                 signal(sig, SIG_IGN)
@@ -125,6 +117,25 @@ struct TailCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// The tailer's settings: flags over the pipeline file's `tail` section over defaults, with
+/// the encryption stage's protector and exclusions (`tail` and `run`).
+func makeTailOptions(_ file: PipelineFile, settings: ResolvedSettings, uri: String, repo: String, stage: CaptureKeys,
+                     segmentMaxSize: String? = nil, segmentMaxAge: Double? = nil, idleCheckpoint: Double? = nil,
+                     onLargeEvent: String? = nil, noBaseSnapshot: Bool = false) throws -> TailOptions {
+    var options = TailOptions(connection: ConnectionString(uri), repository: repo)
+    options.namespaces = try settings.namespaces.map(NamespacePattern.init)
+    options.compressionLevel = Int32(settings.compressionLevel)
+    options.segmentBytes = (segmentMaxSize ?? file.tail?.segmentMaxSize).flatMap(PipelineFile.parseSize) ?? (64 << 20)
+    options.segmentSeconds = segmentMaxAge ?? file.tail?.segmentMaxAgeSeconds ?? 1
+    options.idleSeconds = idleCheckpoint ?? file.tail?.idleCheckpointSeconds ?? 60
+    options.onLargeEvent = LargeEventPolicy(rawValue: onLargeEvent ?? file.tail?.onLargeEvent ?? "stop") ?? .stop
+    options.baseSnapshots = !noBaseSnapshot && (file.tail?.baseSnapshot ?? true)
+    options.snapshotSettings = { $0.useArchiveSettings(settings) }
+    options.excludedNamespaces.formUnion(stage.excluded)
+    options.protector = stage.protector
+    return options
 }
 
 /// Set from a signal handler's queue, read by the tailer between events.
