@@ -114,6 +114,11 @@ public enum Durable {
     nonisolated(unsafe) public static var failWritesAfterBytes: Int? =
         ProcessInfo.processInfo.environment["CIPHERTAIL_FAULT_ENOSPC_AFTER"].flatMap(Int.init)
     nonisolated(unsafe) static var bytesWritten = 0
+    /// Fault-injection seam for tests where no small file system can be mounted: while this
+    /// file exists, writes fail with ENOSPC (CIPHERTAIL_FAULT_ENOSPC_WHILE sets it), so the
+    /// disk can "fill up" and "free up" during a run.
+    nonisolated(unsafe) public static var failWritesWhileExists: String? =
+        ProcessInfo.processInfo.environment["CIPHERTAIL_FAULT_ENOSPC_WHILE"]
 }
 
 /// Streams a file under a temporary name; `commit` makes it appear whole under its final
@@ -139,6 +144,9 @@ public final class AtomicFileWriter {
         var offset = 0
         while offset < data.count {
             if let limit = Durable.failWritesAfterBytes, Durable.bytesWritten + (data.count - offset) > limit {
+                throw FileError(operation: "write", path: temporaryPath, errno: ENOSPC)
+            }
+            if let flag = Durable.failWritesWhileExists, access(flag, F_OK) == 0 {
                 throw FileError(operation: "write", path: temporaryPath, errno: ENOSPC)
             }
             let n = Glibc.write(fd, data.baseAddress! + offset, data.count - offset)

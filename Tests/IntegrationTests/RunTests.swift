@@ -1,0 +1,182 @@
+import Archive
+import BSON
+import Foundation
+import Mongo
+import TestSupport
+import XCTest
+
+/// `ciphertail run` as its own process, its log in a file the test reads.
+final class RunProcess {
+    let process = Process()
+    let log: String
+
+    init(_ pipeline: String, extra: [String] = [], environment: [String: String] = [:], log: String) throws {
+        self.log = log
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.executableURL = URL(fileURLWithPath: TestEnv.binary)
+        process.arguments = ["run", "--pipeline", pipeline, "--log-level", "info"] + extra
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: log)
+        try process.run()
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+
+    /// Waits until the log has `text` (or the process ends, or the time is up).
+    @discardableResult
+    func waitFor(_ text: String, timeout: TimeInterval = 60) -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            if output.contains(text) { return true }
+            if !process.isRunning { return output.contains(text) }
+            usleep(100_000)
+        }
+        return false
+    }
+
+    func signal(_ sig: Int32) { kill(pid, sig) }
+
+    func stop() -> Int32 {
+        if process.isRunning { kill(pid, SIGTERM) }
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+}
+
+/// A pipeline file for `run` in a fresh folder (tail settings fast enough for tests).
+func writeRunPipeline(_ dir: String, name: String, namespaces: [String], repo: String? = nil, extra: String = "") throws -> String {
+    let path = dir + "/\(name).yaml"
+    let text = """
+    version: 1
+    name: \(name)
+    source: {uri: "\(TestEnv.uri)", namespaces: [\(namespaces.map { "\"\($0)\"" }.joined(separator: ", "))]}
+    archive: {repo: "\(repo ?? dir + "/repo")"}
+    tail: {segmentMaxAgeSeconds: 0.2, idleCheckpointSeconds: 0.5}
+    lease: {namespace: "\(leaseDatabase).leases", ttlSeconds: 4}
+    metrics: {listen: "127.0.0.1:0"}
+    \(extra)
+    """
+    try text.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+/// Lease documents of the tests live apart from real ones.
+let leaseDatabase = "ciphertail_test"
+
+func leaseDocument(_ client: Client, _ pipeline: String) throws -> Document? {
+    try client.collection(Namespace(database: leaseDatabase, collection: "leases")).find(["_id": .string(pipeline)]).next()
+}
+
+final class RunTests: XCTestCase {
+    /// Two `run` processes on one pipeline: only the lease holder writes; the other waits as
+    /// standby. The holder is killed (SIGKILL) under a write load; the standby takes the lease
+    /// once it expires, resumes from the durable resume token, and a point-in-time restore to
+    /// the last write equals the source. Every entry carries the writer's lease term, and terms
+    /// never go back along the log: the two never wrote at the same time.
+    func testTwoProcessesOneWriterAndTakeoverAfterTheLeaderIsKilled() throws {
+        let src = TestEnv.uniqueName("run_lease"), dst = src + "_r"
+        let name = TestEnv.uniqueName("lease")
+        defer { dropDatabases(src, dst) }
+        let client = try TestEnv.client()
+        let ns = Namespace(database: src, collection: "c")
+        try insert(client, ns, (0..<500).map { Document(["_id": .int32(Int32($0)), "v": .int32(Int32($0))]) })
+        let dir = TestEnv.temporaryDirectory("runlease")
+        let pipeline = try writeRunPipeline(dir, name: name, namespaces: ["\(src).*"])
+        let a = try RunProcess(pipeline, log: dir + "/a.log")
+        XCTAssertTrue(a.waitFor("base snapshot taken"), a.output)
+        let b = try RunProcess(pipeline, log: dir + "/b.log")
+        defer { _ = a.stop(); _ = b.stop() }
+        XCTAssertTrue(b.waitFor("standby"), b.output)
+        var lease = try XCTUnwrap(try leaseDocument(client, name))
+        XCTAssertEqual(lease["pid"], .int32(a.pid))
+        XCTAssertEqual(lease["term"]?.int64Value, 1)
+
+        let load = WriteLoad(ns)
+        defer { load.stop() }
+        usleep(1_500_000)
+        kill(a.pid, SIGKILL)
+        a.process.waitUntilExit()
+        XCTAssertTrue(b.waitFor("lease taken", timeout: 30), b.output)
+        lease = try XCTUnwrap(try leaseDocument(client, name))
+        XCTAssertEqual(lease["pid"], .int32(b.pid))
+        XCTAssertEqual(lease["term"]?.int64Value, 2)
+        usleep(1_500_000)
+        load.pause()
+        let target = try operationTime(client)
+        let expected = try TestEnv.documents(client, ns)
+        try waitCovered(dir + "/repo", target)
+        let r = restoreAt(dir + "/repo", target.description, from: "\(src).*", to: "\(dst).*")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let restored = try TestEnv.documents(client, Namespace(database: dst, collection: "c"))
+        XCTAssertEqual(restored.count, expected.count)
+        XCTAssertTrue(restored.map(\.bytes) == expected.map(\.bytes), "the restore after the takeover differs from the source")
+        XCTAssertGreaterThan(load.writes, 50)
+
+        let log = ChangeLog(repository: try Repository(path: dir + "/repo"))
+        let entries = log.load().entries.map(\.entry)
+        let terms = entries.map { $0.leaseTerm ?? -1 }
+        XCTAssertEqual(terms, terms.sorted(), "lease terms go back along the log: two writers interleaved")
+        XCTAssertEqual(Set(terms), [1, 2], "\(terms)")
+        XCTAssertTrue(log.coverage().breaks.isEmpty, "\(log.coverage().breaks)")
+        XCTAssertEqual(b.stop(), 0, b.output)
+        XCTAssertTrue(b.output.contains("pipeline stopped"), b.output)
+        // A clean stop gives the lease back at once.
+        lease = try XCTUnwrap(try leaseDocument(client, name))
+        XCTAssertEqual(lease["expiresAt"], .datetime(0))
+        XCTAssertEqual(TestEnv.ciphertail(["verify", "--repo", dir + "/repo"]).status, 0)
+    }
+
+    /// A repository belongs to one pipeline; a pipeline file that cannot work stops `run`
+    /// before anything starts, naming the file, line and field.
+    func testSecondPipelineOnARepositoryAndInvalidFilesAreRefused() throws {
+        let src = TestEnv.uniqueName("run_claim")
+        defer { dropDatabases(src) }
+        let dir = TestEnv.temporaryDirectory("runclaim")
+        let first = try writeRunPipeline(dir, name: TestEnv.uniqueName("first"), namespaces: ["\(src).*"])
+        let a = try RunProcess(first, log: dir + "/a.log")
+        XCTAssertTrue(a.waitFor("lease taken"), a.output)
+        XCTAssertEqual(a.stop(), 0, a.output)
+        let second = try writeRunPipeline(dir, name: "second", namespaces: ["\(src).*"], repo: dir + "/repo")
+        let r = TestEnv.ciphertail(["run", "--pipeline", second])
+        XCTAssertEqual(r.status, 4, r.stderr)
+        XCTAssertTrue(r.stderr.contains("belongs to pipeline"), r.stderr)
+
+        let bad = dir + "/bad.yaml"
+        try "version: 1\nname: bad\nsource:\n  uri: \(TestEnv.uri)\narchive:\n  repo: \(dir)/badrepo\nschedule:\n  baseSnapshot: \"0 2 * *\"\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let b = TestEnv.ciphertail(["run", "--pipeline", bad])
+        XCTAssertEqual(b.status, 64, b.stderr)
+        XCTAssertTrue(b.stderr.contains("\(bad):8: schedule.baseSnapshot:"), b.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/badrepo"), "nothing starts")
+        try "version: 1\nsource:\n  uri: \(TestEnv.uri)\narchive:\n  repo: \(dir)/badrepo\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let c = TestEnv.ciphertail(["run", "--pipeline", bad])
+        XCTAssertEqual(c.status, 64, c.stderr)
+        XCTAssertTrue(c.stderr.contains("\(bad):1: name:"), c.stderr)
+    }
+
+    /// SIGHUP applies what can change safely and says what needs a restart; a file that no
+    /// longer loads leaves the running settings alone. SIGTERM commits and exits 0.
+    func testSighupReloadsWhatIsSafe() throws {
+        let src = TestEnv.uniqueName("run_hup")
+        defer { dropDatabases(src) }
+        let dir = TestEnv.temporaryDirectory("runhup")
+        let name = TestEnv.uniqueName("hup")
+        let pipeline = try writeRunPipeline(dir, name: name, namespaces: ["\(src).*"], extra: "retention: {keepLast: 3}")
+        let p = try RunProcess(pipeline, log: dir + "/run.log")
+        defer { _ = p.stop() }
+        XCTAssertTrue(p.waitFor("base snapshot taken"), p.output)
+        let text = try String(contentsOfFile: pipeline, encoding: .utf8)
+        try text.replacingOccurrences(of: "retention: {keepLast: 3}", with: "retention: {keepLast: 5}\nschedule: {baseSnapshot: \"0 3 * * *\", timeZone: Europe/Berlin}")
+            .replacingOccurrences(of: "namespaces: [", with: "namespaces: [\"other.*\", ")
+            .write(toFile: pipeline, atomically: true, encoding: .utf8)
+        p.signal(SIGHUP)
+        XCTAssertTrue(p.waitFor("settings reloaded"), p.output)
+        XCTAssertTrue(p.output.contains("Europe/Berlin"), p.output)
+        XCTAssertTrue(p.output.contains("need a restart") && p.output.contains("source"), p.output)
+        try "schedule: [".write(toFile: pipeline, atomically: true, encoding: .utf8)
+        p.signal(SIGHUP)
+        XCTAssertTrue(p.waitFor("does not load; the running settings stay"), p.output)
+        XCTAssertEqual(p.stop(), 0, p.output)
+    }
+}
