@@ -59,6 +59,9 @@ public final class PipelineRunner: @unchecked Sendable {
         public var settings: ReloadableSettings
         public var leaseNamespace = Namespace(database: "ciphertail", collection: "leases")
         public var leaseTTL: Double = 15
+        /// Take a base snapshot as soon as this process holds the lease (`run --snapshot-now`),
+        /// then follow the schedule.
+        public var snapshotAtStart = false
         /// Runs replication until the closure it is given says stop (the lease is lost or the
         /// process stops); nil without a `replication` section.
         public var replicate: ((_ shouldStop: @escaping @Sendable () -> Bool) throws -> Void)?
@@ -185,6 +188,7 @@ public final class PipelineRunner: @unchecked Sendable {
             announcedStandby = false
             logger.notice("lease taken: this process writes the pipeline", metadata: ["term": "\(term)", "owner": "\(lease.owner)"])
             setRole(.leader)
+            scheduleWake.lock(); scheduleWake.broadcast(); scheduleWake.unlock()
             do {
                 try lead(term: term)
             } catch CaptureError.leaseLost(let reason) {
@@ -247,6 +251,7 @@ public final class PipelineRunner: @unchecked Sendable {
             snapshotDone(result)
         }
         let t = Tailer(options, logger: logger)
+        if configuration.snapshotAtStart { t.requestBaseSnapshot() }
         lock.lock(); tailer = t; lock.unlock()
         defer { lock.lock(); tailer = nil; lock.unlock() }
         _ = try t.run()
@@ -273,7 +278,12 @@ public final class PipelineRunner: @unchecked Sendable {
     // MARK: Schedule and retention
 
     private func scheduleLoop() {
+        var startSnapshotDue = configuration.snapshotAtStart && configuration.tail == nil
         while !isStopping {
+            if startSnapshotDue && currentRole == .leader {
+                startSnapshotDue = false
+                takeScheduledSnapshot()
+            }
             lock.lock(); let s = settings; let prune = pruneWanted && role == .leader; lock.unlock()
             if prune { runPrune(s.retention) }
             let next = s.schedule?.next(after: Date(), in: s.timeZone)

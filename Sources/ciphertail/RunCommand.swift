@@ -43,6 +43,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("metrics-listen"), help: ArgumentHelp("Serve /metrics and /healthz here (host:port; port 0 picks one; overrides metrics.listen).", valueName: "host:port"))
     var metricsListen: String?
 
+    @Flag(name: .customLong("snapshot-now"), help: "Take a base snapshot as soon as this process holds the lease, then follow the schedule.")
+    var snapshotNow = false
+
     @OptionGroup var keys: KeyOptions
 
     func validate() throws {
@@ -77,6 +80,7 @@ struct RunCommand: ParsableCommand {
                 settings: try ReloadableSettings(file))
             if let ns = file.lease?.namespace.flatMap(Namespace.init) { configuration.leaseNamespace = ns }
             if let ttl = file.lease?.ttlSeconds { configuration.leaseTTL = ttl }
+            configuration.snapshotAtStart = snapshotNow
             let runner = PipelineRunner(configuration, logger: logger)
 
             let reload: @Sendable () -> Void = {
