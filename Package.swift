@@ -122,7 +122,7 @@ let package = Package(
         ]),
         .testTarget(name: "IntegrationTests", dependencies: [
             "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "TestSupport", "FieldCrypto", "Durable", "KMIP", "KMIPClient", "Erasure",
-            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams"),
         ]),
     ],
     swiftLanguageModes: [.v5]

@@ -50,6 +50,10 @@ public struct PipelineFile: Codable, Equatable {
     public struct Lease: Codable, Equatable {
         public var namespace: String?
         public var ttlSeconds: Double?
+        public init(namespace: String? = nil, ttlSeconds: Double? = nil) {
+            self.namespace = namespace
+            self.ttlSeconds = ttlSeconds
+        }
     }
     /// Encrypted replication: the captured (encrypted) change log applied to another cluster.
     public struct Replication: Codable, Equatable {

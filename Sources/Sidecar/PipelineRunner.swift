@@ -186,6 +186,9 @@ public final class PipelineRunner: @unchecked Sendable {
                 continue
             }
             announcedStandby = false
+            // The repository is made and claimed before anything (the schedule) may write to it.
+            let repo = try Repository(path: configuration.repository, create: true)
+            try repo.claim(pipeline: configuration.pipeline)
             logger.notice("lease taken: this process writes the pipeline", metadata: ["term": "\(term)", "owner": "\(lease.owner)"])
             setRole(.leader)
             scheduleWake.lock(); scheduleWake.broadcast(); scheduleWake.unlock()
@@ -204,11 +207,9 @@ public final class PipelineRunner: @unchecked Sendable {
         }
     }
 
-    /// As the lease holder: claim the repository, complete any interrupted prune, then
-    /// capture (and replicate) until stopped or the lease is gone.
+    /// As the lease holder: complete any interrupted prune, then capture (and replicate)
+    /// until stopped or the lease is gone.
     private func lead(term: Int64) throws {
-        let repo = try Repository(path: configuration.repository, create: true)
-        try repo.claim(pipeline: configuration.pipeline)
         lock.lock(); pruneWanted = settings.retention != nil; lock.unlock()
         let shouldStop: @Sendable () -> Bool = { [self] in isStopping || !lease.isHeld }
         let replication = DispatchGroup()
