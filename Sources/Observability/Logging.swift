@@ -111,8 +111,18 @@ public struct JSONLogHandler: LogHandler {
             let key = prefix.isEmpty ? k : prefix + "." + k
             switch v {
             case .dictionary(let d): flatten(d, prefix: key, into: &out)
-            default: out.append((key, v.description))
+            default: out.append((key, text(v)))
             }
+        }
+    }
+
+    /// A value as text without Swift's quoting of strings inside arrays: `[a, b]`.
+    static func text(_ v: Logger.Metadata.Value) -> String {
+        switch v {
+        case .string(let s): return s
+        case .stringConvertible(let c): return c.description
+        case .array(let a): return "[" + a.map(text).joined(separator: ", ") + "]"
+        case .dictionary: return v.description
         }
     }
 
