@@ -26,6 +26,9 @@ public final class LogSink: @unchecked Sendable {
 
     private let lock = NSLock()
     private let output: ([UInt8]) -> Void
+    /// A status line (a progress bar) is on the terminal without its newline.
+    private var statusShown = false
+    private static let eraseLine = Array("\r\u{1B}[2K".utf8)
 
     public init(fileDescriptor fd: Int32) {
         output = { bytes in
@@ -46,10 +49,35 @@ public final class LogSink: @unchecked Sendable {
         output = lines
     }
 
-    func write(_ line: [UInt8]) {
+    /// Writes one line. A status line on the terminal is erased first, in the same write,
+    /// so a log line never lands at the end of a progress bar.
+    public func write(_ line: [UInt8]) {
         lock.lock()
         defer { lock.unlock() }
-        output(line)
+        if statusShown {
+            statusShown = false
+            output(Self.eraseLine + line)
+        } else {
+            output(line)
+        }
+    }
+
+    /// Draws `text` over the current terminal line, without a newline: the next status
+    /// line replaces it, and the next log line erases it.
+    public func drawStatus(_ text: String) {
+        lock.lock()
+        defer { lock.unlock() }
+        statusShown = true
+        output(Self.eraseLine + Array(text.utf8))
+    }
+
+    /// Erases a status line still on the terminal.
+    public func clearStatus() {
+        lock.lock()
+        defer { lock.unlock() }
+        guard statusShown else { return }
+        statusShown = false
+        output(Self.eraseLine)
     }
 }
 

@@ -157,8 +157,6 @@ func printJSON<T: Encodable>(_ value: T) throws {
 final class ProgressLine: @unchecked Sendable {
     private let meter: ProgressMeter
     private let enabled: Bool
-    private let lock = NSLock()
-    private var drawn = false
 
     init(_ label: String, unit: ProgressUnit, enabled: Bool) {
         meter = ProgressMeter(label: label, unit: unit, tty: isatty(STDERR_FILENO) == 1)
@@ -186,17 +184,13 @@ final class ProgressLine: @unchecked Sendable {
         draw(line)
     }
 
+    /// Through the log sink, so a log line written meanwhile first erases the bar.
     private func draw(_ line: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        drawn = true
-        FileHandle.standardError.write(Data((meter.tty ? "\r\u{1B}[2K" + line : line + "\n").utf8))
+        if meter.tty { LogSink.standardError.drawStatus(line) } else { LogSink.standardError.write(Array((line + "\n").utf8)) }
     }
 
     func finish() {
-        lock.lock()
-        defer { lock.unlock() }
-        if enabled && meter.tty && drawn { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }
+        if enabled && meter.tty { LogSink.standardError.clearStatus() }
     }
 }
 

@@ -122,3 +122,21 @@ extension ISO8601DateFormatter {
         return f
     }
 }
+
+final class StatusLineTests: XCTestCase {
+    /// A log line written while a progress bar is on the terminal erases the bar first, in the same write.
+    func testLogLineErasesTheStatusLine() {
+        let out = LineCollector()
+        let erase = "\r\u{1B}[2K"
+        out.sink.clearStatus()
+        out.sink.drawStatus("backup  [##......]  25%")
+        out.sink.drawStatus("backup  [####....]  50%")
+        out.sink.write(Array("a log line\n".utf8))
+        out.sink.write(Array("another\n".utf8))
+        out.sink.drawStatus("backup  [########] 100%")
+        out.sink.clearStatus()
+        out.sink.clearStatus()
+        XCTAssertEqual(out.lines, [erase + "backup  [##......]  25%", erase + "backup  [####....]  50%", erase + "a log line\n",
+                                   "another\n", erase + "backup  [########] 100%", erase])
+    }
+}
