@@ -98,18 +98,21 @@ public final class ProgressMeter: @unchecked Sendable {
         let count = total.map { $0 > 0 ? "\(formatCount(done))/\(formatCount($0))" : formatCount(done) } ?? formatCount(done)
         let counted = unit.isBytes ? count : "\(count) \(unit.name)"
         if tty {
-            var parts: [String] = [label]
+            var tail: [String] = []
+            if let fraction { tail.append(String(format: "%3.0f%%", fraction * 100)) }
+            tail.append(counted)
+            if let rateText { tail.append(rateText) }
+            if let eta { tail.append("ETA " + eta) }
+            if let detail, !detail.isEmpty { tail.append(detail) }
+            var parts = [label]
             if let fraction {
-                let width = 20
+                // 20 cells, fewer on a narrow terminal (before the line itself is cut).
+                let rest = ([label] + tail).joined(separator: "  ").count + 4
+                let width = columns > 1 ? max(5, min(20, columns - 1 - rest)) : 20
                 let filled = Int((fraction * Double(width)).rounded(.down))
                 parts.append("[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "]")
-                parts.append(String(format: "%3.0f%%", fraction * 100))
             }
-            parts.append(counted)
-            if let rateText { parts.append(rateText) }
-            if let eta { parts.append("ETA " + eta) }
-            if let detail, !detail.isEmpty { parts.append(detail) }
-            let line = parts.joined(separator: "  ")
+            let line = (parts + tail).joined(separator: "  ")
             return columns > 1 && line.count >= columns ? String(line.prefix(columns - 1)) : line
         }
         var line = "\(label): \(counted)"

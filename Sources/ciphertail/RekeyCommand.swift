@@ -76,9 +76,9 @@ struct RekeyCommand: ParsableCommand {
             var verified: [VerifyReport] = []
             for id in summary.backups + summary.skipped {
                 let manifest = try destination.manifest(id)
-                let check = ProgressLine("verify \(id)", unit: .bytes, enabled: !common.json)
+                let check = ProgressLine("verify", unit: .bytes, enabled: !common.json)
                 verified.append(Verifier.verify(manifest, in: destination) { done in
-                    check.update(done: done, total: manifest.storedBytes)
+                    check.update(done: done, total: manifest.storedBytes, detail: id)
                 })
                 check.finish()
             }

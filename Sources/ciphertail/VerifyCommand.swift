@@ -44,8 +44,8 @@ struct VerifyCommand: ParsableCommand {
             /// One verification with its progress line, and its result printed unless --json.
             func check(_ name: String, total: Int64?, records: String = "records",
                        _ run: (@escaping (Int64) -> Void) -> (VerifyReport, [ChainBreak])) {
-                let progress = ProgressLine("verify \(name)", unit: .bytes, enabled: !common.json)
-                let (report, gaps) = run { done in progress.update(done: done, total: total) }
+                let progress = ProgressLine("verify", unit: .bytes, enabled: !common.json)
+                let (report, gaps) = run { done in progress.update(done: done, total: total, detail: name) }
                 progress.finish()
                 reports.append(report)
                 guard !common.json else { return }

@@ -40,6 +40,12 @@ final class ProgressTests: XCTestCase {
         let narrow = ProgressMeter(label: "restore", unit: .documents, tty: true, columns: 30, clock: { clock.now })
         clock.advance(1)
         XCTAssertEqual(narrow.update(done: 5, total: 10)?.count, 29)
+        // A bar shrinks to fit before the line is cut.
+        let medium = ProgressMeter(label: "verify", unit: .bytes, tty: true, columns: 90, clock: { clock.now })
+        clock.advance(1)
+        let fitted = medium.update(done: 1 << 20, total: 4 << 20, detail: "20261123T000240Z-51321e61")
+        XCTAssertEqual(fitted, "verify  [##........]   25%  1.0 MiB/4.0 MiB  1.0 MiB/s  ETA 3s  20261123T000240Z-51321e61")
+        XCTAssertLessThan(fitted?.count ?? 99, 90)
     }
 
     func testUnknownTotalAndResetCounts() {
