@@ -44,7 +44,9 @@ let package = Package(
         ]),
         // KMIP over mutual TLS (OpenSSL): options, connections with failover, message framing,
         // and the operations on top of the codec.
-        .target(name: "KMIPClient", dependencies: ["COpenSSL", "KMIP", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "KMIPClient", dependencies: [
+            "COpenSSL", "KMIP", .product(name: "Logging", package: "swift-log"), .product(name: "Metrics", package: "swift-metrics"),
+        ]),
 
         // Domain modules.
         .target(name: "Durable"),
@@ -67,6 +69,7 @@ let package = Package(
 
         .target(name: "Erasure", dependencies: [
             "BSON", "Mongo", "Archive", "Digest", "Durable", "FieldCrypto", "KMIP", "KMIPClient", "Zstd", .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
         ]),
 
         // Applies a repository's (encrypted) change log to another cluster, as it grows.
@@ -111,7 +114,11 @@ let package = Package(
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
         .testTarget(name: "SidecarTests", dependencies: ["Sidecar", "Archive", "Pipeline", "BSON"]),
-        .testTarget(name: "ObservabilityTests", dependencies: ["Observability", .product(name: "Metrics", package: "swift-metrics"), .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "ObservabilityTests", dependencies: [
+            "Observability", "KMIP", "KMIPClient", "Erasure", "FieldCrypto", "BSON",
+            .product(name: "Metrics", package: "swift-metrics"), .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
         .testTarget(name: "FieldCryptoTests", dependencies: ["FieldCrypto", "BSON", "COpenSSL", "Digest", "Mongo"]),
         .testTarget(name: "KMIPTests", dependencies: ["KMIP"]),
         .testTarget(name: "ErasureTests", dependencies: ["Erasure", "FieldCrypto", "BSON", "Digest"]),

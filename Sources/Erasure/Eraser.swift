@@ -4,6 +4,7 @@ import Foundation
 import KMIP
 import KMIPClient
 import Logging
+import Metrics
 
 public enum ErasureError: Error, CustomStringConvertible {
     /// No data key of this subject exists and the ledger never erased it: probably a typo in
@@ -44,6 +45,9 @@ public struct EraseResult: Codable, Equatable, Sendable {
 /// that finds an intent without its `erased` entry repeats the destruction (each step is
 /// idempotent) and completes it.
 public final class Eraser {
+    /// Counter of subjects erased (equal to Observability's `MetricName.erasures`; a test checks it).
+    public static let erasuresMetric = "ciphertail_erasures_total"
+
     public let protector: DocumentProtector
     public let ledger: ErasureLedger
     public let keyVaultBackups: String?
@@ -79,6 +83,8 @@ public final class Eraser {
             try ledger.append(ErasureLedger.draft(.erased, subject: intent.subject, keys: intent.keys.compactMap(UUID.init(uuidString:)),
                                                   kmipObjects: intent.kmipObjects, intent: intent.seq))
             done.append(intent.seq)
+            // The interrupted run never got to count it.
+            Counter(label: Self.erasuresMetric).increment()
         }
         return done
     }
@@ -107,6 +113,7 @@ public final class Eraser {
         try afterDestroy?()
         let scrubbed = try scrubBackups()
         let done = try ledger.append(ErasureLedger.draft(.erased, subject: hash, keys: ids, kmipObjects: objects.isEmpty ? nil : objects, intent: intent.seq))
+        Counter(label: Self.erasuresMetric).increment()
         return EraseResult(subjectHash: hash, keys: ids.map(\.keyIdString), kmipObjects: objects, alreadyErased: false,
                            completedPending: completed, scrubbedKeyVaultBackups: scrubbed, ledgerEntries: [intent.seq, done.seq])
     }

@@ -143,6 +143,11 @@ public final class ArchiveScanner: @unchecked Sendable {
     private var other: Int64 = 0
     private var segmentCount = 0
     public var threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    /// Stored bytes of the segments read so far and of all of them, after each block;
+    /// called from the scanning threads.
+    public var progress: (@Sendable (_ scanned: Int64, _ total: Int64) -> Void)?
+    private var scanned: Int64 = 0
+    private var scanTotal: Int64 = 0
 
     public init(target: ErasureTarget) {
         self.target = target
@@ -175,7 +180,9 @@ public final class ArchiveScanner: @unchecked Sendable {
         if !logs.isEmpty { scopes.append("log files") }
         // Largest first, each thread taking the next one free: a few big segments still
         // keep every core busy.
-        let order = jobs.sorted { Self.size($0.path) > Self.size($1.path) }
+        let sized = jobs.map { ($0, Self.size($0.path)) }
+        let order = sized.sorted { $0.1 > $1.1 }.map(\.0)
+        scanTotal = Int64(sized.reduce(0) { $0 + $1.1 })
         var next = 0
         let nextLock = NSLock()
         DispatchQueue.concurrentPerform(iterations: min(threads, max(1, order.count))) { _ in
@@ -277,9 +284,15 @@ public final class ArchiveScanner: @unchecked Sendable {
             // `ciphertail verify`'s job, so it is skipped here.
             let reader = try SegmentReader(path: job.path)
             reader.hashesFile = false
+            var reported = 0
             while let block = try reader.nextBlock() {
                 raw += Int64(block.data.count)
                 scanBlock(block, job: job, findings: &local, records: &records, values: &values)
+                if let progress {
+                    let now = lock.withLock { scanned += Int64(reader.position - reported); return scanned }
+                    reported = reader.position
+                    progress(now, scanTotal)
+                }
             }
             storedHere = Int64(reader.fileSize)
         } catch {

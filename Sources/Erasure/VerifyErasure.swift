@@ -20,6 +20,8 @@ public struct ErasureVerification {
     /// it, since `keys restore` withholds it.
     public var extraKeyVaultBackups: [String] = []
     public var threads: Int?
+    /// Bytes of segments scanned and in all, as the scan goes (see `ArchiveScanner.progress`).
+    public var progress: (@Sendable (_ scanned: Int64, _ total: Int64) -> Void)?
     /// How findings name the key vault (a path, or servers and namespace without credentials).
     public var keyVaultDescription = "key vault"
 
@@ -116,6 +118,7 @@ public struct ErasureVerification {
                                    canaries: canaries, rules: rules)
         let scanner = ArchiveScanner(target: target)
         if let threads { scanner.threads = threads }
+        scanner.progress = progress
         let scanStarted = Date()
         let scan = scanner.scan(repositories: repositories, logs: logs)
         let scanSeconds = Date().timeIntervalSince(scanStarted)

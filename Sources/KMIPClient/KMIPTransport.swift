@@ -68,6 +68,12 @@ public final class KMIPTransport: KMIPMessageTransport, @unchecked Sendable {
     public func roundTrip(_ request: [UInt8], idempotent: Bool) throws -> [UInt8] {
         lock.lock()
         defer { lock.unlock() }
+        // Timed under the lock: the duration is the server's and the network's, not the queue's.
+        return try KMIPMetrics.measure(request: request) { try send(request, idempotent: idempotent) }
+    }
+
+    /// One round trip, with the reconnect and the resend of an idempotent request. Call with the lock held.
+    private func send(_ request: [UInt8], idempotent: Bool) throws -> [UInt8] {
         let conn = try usableConnection()
         do {
             return try conn.roundTrip(request, maxResponseBytes: options.maxResponseBytes)

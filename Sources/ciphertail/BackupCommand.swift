@@ -39,10 +39,9 @@ struct BackupCommand: ParsableCommand {
             defer { stage.stop() }
             options.excludedNamespaces.formUnion(stage.excluded)
             options.protector = stage.protector
-            let progress = ProgressLine(enabled: true)
+            let progress = ProgressLine("backup", unit: .documents, enabled: !common.json)
             options.progress = { p in
-                progress.update("backup \(p.namespace): \(p.documents) documents, \(formatBytes(p.bytes))",
-                                done: Double(p.documents), total: Double(p.expectedDocuments))
+                progress.update(done: p.documents, total: p.expectedDocuments, detail: "\(p.namespace), \(formatBytes(p.bytes))")
             }
             let manifest = try BackupRunner(options, logger: common.makeLogger("backup")).run()
             progress.finish()

@@ -160,7 +160,10 @@ struct VerifyErasureCommand: ParsableCommand {
             v.keyVaultBackups = setup.keyVaultBackups
             v.extraKeyVaultBackups = keyVaultBackup
             v.keyVaultDescription = setup.keyVaultDescription
+            let progress = ProgressLine("verify-erasure", unit: .bytes, enabled: !common.json)
+            v.progress = { scanned, total in progress.update(done: scanned, total: total) }
             let report = try v.run()
+            progress.finish()
             if common.json {
                 try printJSON(report)
             } else {

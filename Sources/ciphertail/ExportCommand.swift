@@ -99,9 +99,9 @@ struct ExportCommand: ParsableCommand {
             } else {
                 source = .snapshot(try backup.map { try repository.manifest($0) } ?? repository.latest())
             }
-            let progress = ProgressLine(enabled: true)
+            let progress = ProgressLine("export", unit: .documents, enabled: !common.json)
             options.progress = { p in
-                progress.update("export: \(p.documents) documents (\(p.namespace))", done: Double(p.documents), total: Double(p.expectedDocuments))
+                progress.update(done: p.documents, total: p.expectedDocuments, detail: p.namespace)
             }
             let output: ArchiveOutput = toStdout ? FileDescriptorOutput(fd: STDOUT_FILENO, name: "stdout") : try AtomicFileOutput(path: out)
             let exporter = Exporter(repository: repository, base: source.base, target: source.target,

@@ -64,10 +64,9 @@ struct RekeyCommand: ParsableCommand {
             defer { poller?.cancel() }
 
             let rekeyer = RepositoryRekeyer(source: repo, destination: toRepo, reprotector: reprotector, logger: logger)
-            let progress = ProgressLine(enabled: !common.json)
+            let progress = ProgressLine("rekey", unit: .records, enabled: !common.json)
             rekeyer.progress = { p in
-                progress.update("rekey \(p.backup) (\(p.backupIndex)/\(p.backups)): \(p.records) records",
-                                done: Double(p.records), total: Double(p.expectedRecords))
+                progress.update(done: p.records, total: p.expectedRecords, detail: "\(p.backup) (\(p.backupIndex)/\(p.backups))")
             }
             let summary = try rekeyer.run()
             progress.finish()
@@ -77,9 +76,9 @@ struct RekeyCommand: ParsableCommand {
             var verified: [VerifyReport] = []
             for id in summary.backups + summary.skipped {
                 let manifest = try destination.manifest(id)
-                let check = ProgressLine(enabled: !common.json)
+                let check = ProgressLine("verify", unit: .bytes, enabled: !common.json)
                 verified.append(Verifier.verify(manifest, in: destination) { done in
-                    check.update("verify \(id)", done: Double(done), total: Double(manifest.storedBytes))
+                    check.update(done: done, total: manifest.storedBytes, detail: id)
                 })
                 check.finish()
             }

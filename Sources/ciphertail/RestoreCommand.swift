@@ -113,9 +113,9 @@ struct RestoreCommand: ParsableCommand {
                 if let erasure { watch = ErasureWatch(erased: erasure.0, engine: decryptor.engine, logger: common.makeLogger("erasure")) }
             }
             watch?.start()
-            let progress = ProgressLine(enabled: true)
+            let progress = ProgressLine("restore", unit: .documents, enabled: !common.json)
             options.progress = { p in
-                progress.update("restore: \(p.documents) documents", done: Double(p.documents), total: Double(p.expectedDocuments))
+                progress.update(done: p.documents, total: p.expectedDocuments)
             }
             let summary = try RestoreRunner(options, logger: common.makeLogger("restore")).run()
             progress.finish()

@@ -42,10 +42,10 @@ struct VerifyCommand: ParsableCommand {
                 }
             }
             /// One verification with its progress line, and its result printed unless --json.
-            func check(_ name: String, total: Double?, records: String = "records",
+            func check(_ name: String, total: Int64?, records: String = "records",
                        _ run: (@escaping (Int64) -> Void) -> (VerifyReport, [ChainBreak])) {
-                let progress = ProgressLine(enabled: !common.json)
-                let (report, gaps) = run { done in progress.update("verify \(name)", done: Double(done), total: total) }
+                let progress = ProgressLine("verify", unit: .bytes, enabled: !common.json)
+                let (report, gaps) = run { done in progress.update(done: done, total: total, detail: name) }
                 progress.finish()
                 reports.append(report)
                 guard !common.json else { return }
@@ -54,7 +54,7 @@ struct VerifyCommand: ParsableCommand {
                 for g in gaps { print("  recorded gap: \(g)") }
             }
             for m in manifests {
-                check(m.id, total: Double(m.storedBytes)) { (Verifier.verify(m, in: repository, progress: $0), []) }
+                check(m.id, total: m.storedBytes) { (Verifier.verify(m, in: repository, progress: $0), []) }
             }
             if backup == nil && !ChangeLog(repository: repository).sequences().isEmpty {
                 check("change log", total: nil, records: "events") { Verifier.verifyChangeLog(repository, progress: $0) }

@@ -1,1 +1,0 @@
-// Observability: see docs/ARCHITECTURE.md.

@@ -1,4 +1,0 @@
-import XCTest
-@testable import Observability
-
-final class PlaceholderObservabilityTests: XCTestCase {}
