@@ -112,7 +112,7 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["BSON", "Mongo"], path: "Tests/TestSupport"),
         .testTarget(name: "BSONTests", dependencies: ["BSON"]),
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
-        .testTarget(name: "PipelineTests", dependencies: ["Pipeline"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "SidecarTests", dependencies: ["Sidecar", "Archive", "Pipeline", "BSON"]),
         .testTarget(name: "ObservabilityTests", dependencies: [
             "Observability", "KMIP", "KMIPClient", "Erasure", "FieldCrypto", "BSON",
