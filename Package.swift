@@ -114,7 +114,7 @@ let package = Package(
         .testTarget(name: "ArchiveTests", dependencies: ["Archive", "BSON", "Zstd", "Digest"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", .product(name: "Yams", package: "Yams")]),
         .testTarget(name: "SidecarTests", dependencies: ["Sidecar", "Archive", "Pipeline", "BSON"]),
-        .testTarget(name: "ObservabilityTests", dependencies: [
+        .testTarget(name: "ObservabilityTests", dependencies: ["TestSupport", 
             "Observability", "KMIP", "KMIPClient", "Erasure", "FieldCrypto", "BSON",
             .product(name: "Metrics", package: "swift-metrics"), .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),

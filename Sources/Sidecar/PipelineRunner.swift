@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Metrics
 import Mongo
+import Observability
 import Pipeline
 
 /// What `ciphertail run` can change without a restart (SIGHUP).
@@ -147,7 +148,7 @@ public final class PipelineRunner: @unchecked Sendable {
 
     private func setRole(_ r: Role) {
         lock.lock(); role = r; if r == .leader { lastProgress = Date() }; lock.unlock()
-        Gauge(label: "ciphertail_lease_held").record(r == .leader ? 1 : 0)
+        Gauge(label: MetricName.leaseHeld).record(r == .leader ? 1 : 0)
     }
 
     // MARK: The run
@@ -196,7 +197,7 @@ public final class PipelineRunner: @unchecked Sendable {
                 try lead(term: term)
             } catch CaptureError.leaseLost(let reason) {
                 logger.error("lease lost; writing stopped, back to standby", metadata: ["reason": "\(reason)"])
-                Counter(label: "ciphertail_alerts_total", dimensions: [("kind", "leaseLost")]).increment()
+                Counter(label: MetricName.alerts, dimensions: [("kind", "leaseLost")]).increment()
                 setRole(.standby)
                 continue
             }
@@ -219,7 +220,7 @@ public final class PipelineRunner: @unchecked Sendable {
                 defer { replication.leave() }
                 do { try replicate(shouldStop) } catch {
                     logger.error("replication stopped", metadata: ["error": "\(error)"])
-                    Counter(label: "ciphertail_alerts_total", dimensions: [("kind", "replicationStopped")]).increment()
+                    Counter(label: MetricName.alerts, dimensions: [("kind", "replicationStopped")]).increment()
                 }
             }
             t.name = "ciphertail.replication"
@@ -327,17 +328,17 @@ public final class PipelineRunner: @unchecked Sendable {
     private func snapshotDone(_ result: Result<Manifest, Error>) {
         switch result {
         case .success(let m):
-            Counter(label: "ciphertail_base_snapshots_total", dimensions: [("result", "ok")]).increment()
-            Counter(label: "ciphertail_capture_documents_total").increment(by: m.documentCount)
+            Counter(label: MetricName.baseSnapshots, dimensions: [("result", "ok")]).increment()
+            Counter(label: MetricName.captureDocuments).increment(by: m.documentCount)
             let segments = m.namespaces.reduce(0) { $0 + $1.segments.count } + m.events.segments.count
-            Counter(label: "ciphertail_segments_written_total", dimensions: [("kind", "snapshot")]).increment(by: segments)
+            Counter(label: MetricName.segmentsWritten, dimensions: [("kind", "snapshot")]).increment(by: segments)
             let raw = m.namespaces.flatMap(\.segments).reduce(Int64(0)) { $0 + $1.rawBytes }
             let stored = m.namespaces.flatMap(\.segments).reduce(Int64(0)) { $0 + $1.size }
             countBytes(in: raw, out: stored)
             lock.lock(); pruneWanted = settings.retention != nil; lock.unlock()
             scheduleWake.lock(); scheduleWake.broadcast(); scheduleWake.unlock()
         case .failure:
-            Counter(label: "ciphertail_base_snapshots_total", dimensions: [("result", "failed")]).increment()
+            Counter(label: MetricName.baseSnapshots, dimensions: [("result", "failed")]).increment()
         }
     }
 
@@ -347,12 +348,12 @@ public final class PipelineRunner: @unchecked Sendable {
         do {
             let repo = try Repository(path: configuration.repository)
             let done = try Retention.prune(repo, policy: policy) { [logger] line in logger.notice("\(line)") }
-            Counter(label: "ciphertail_pruned_backups_total").increment(by: done.remove.count)
+            Counter(label: MetricName.prunedBackups).increment(by: done.remove.count)
             logger.notice("retention applied", metadata: ["kept": "\(done.keep.count)", "removed": "\(done.remove.count)",
                                                        "entriesRemoved": "\(done.entriesRemoved)"])
         } catch {
             logger.error("prune failed; it is completed on the next attempt", metadata: ["error": "\(error)"])
-            Counter(label: "ciphertail_alerts_total", dimensions: [("kind", "pruneFailed")]).increment()
+            Counter(label: MetricName.alerts, dimensions: [("kind", "pruneFailed")]).increment()
         }
     }
 
@@ -368,32 +369,32 @@ public final class PipelineRunner: @unchecked Sendable {
         paused.removeAll()
         lock.unlock()
         if wasPaused {
-            for reason in ["disk_full", "keys_unavailable"] { Gauge(label: "ciphertail_capture_paused", dimensions: [("reason", reason)]).record(0) }
+            for reason in ["disk_full", "keys_unavailable"] { Gauge(label: MetricName.capturePaused, dimensions: [("reason", reason)]).record(0) }
         }
-        Counter(label: "ciphertail_capture_events_total").increment(by: Int(entry.events ?? 0))
-        Counter(label: "ciphertail_segments_written_total", dimensions: [("kind", "change")]).increment()
+        Counter(label: MetricName.captureEvents).increment(by: Int(entry.events ?? 0))
+        Counter(label: MetricName.segmentsWritten, dimensions: [("kind", "change")]).increment()
         if let s = entry.segment { countBytes(in: s.rawBytes, out: s.size) }
     }
 
     private func countBytes(in raw: Int64, out stored: Int64) {
-        Counter(label: "ciphertail_bytes_in_total").increment(by: Int(raw))
-        Counter(label: "ciphertail_bytes_out_total").increment(by: Int(stored))
+        Counter(label: MetricName.bytesIn).increment(by: Int(raw))
+        Counter(label: MetricName.bytesOut).increment(by: Int(stored))
         lock.lock(); bytesIn += raw; bytesOut += stored; let (i, o) = (bytesIn, bytesOut); lock.unlock()
-        if o > 0 { Gauge(label: "ciphertail_compression_ratio").record(Double(i) / Double(o)) }
+        if o > 0 { Gauge(label: MetricName.compressionRatio).record(Double(i) / Double(o)) }
     }
 
     private func alerted(_ alert: TailAlert) {
-        Counter(label: "ciphertail_alerts_total", dimensions: [("kind", alert.kind.rawValue)]).increment()
+        Counter(label: MetricName.alerts, dimensions: [("kind", alert.kind.rawValue)]).increment()
         switch alert.kind {
         case .gap:
-            Counter(label: "ciphertail_gaps_total").increment()
+            Counter(label: MetricName.gaps).increment()
         case .diskFull, .keysUnavailable:
             let reason = alert.kind == .diskFull ? "disk_full" : "keys_unavailable"
             lock.lock(); paused.insert(reason); lock.unlock()
-            Gauge(label: "ciphertail_capture_paused", dimensions: [("reason", reason)]).record(1)
+            Gauge(label: MetricName.capturePaused, dimensions: [("reason", reason)]).record(1)
         case .diskSpaceBack:
             lock.lock(); paused.remove("disk_full"); lock.unlock()
-            Gauge(label: "ciphertail_capture_paused", dimensions: [("reason", "disk_full")]).record(0)
+            Gauge(label: MetricName.capturePaused, dimensions: [("reason", "disk_full")]).record(0)
         default:
             break
         }
@@ -405,9 +406,9 @@ public final class PipelineRunner: @unchecked Sendable {
             sleep(1)
             lock.lock(); let (durable, progress, r) = (lastDurable, lastProgress, role); lock.unlock()
             guard r == .leader else { continue }
-            Gauge(label: "ciphertail_resume_token_age_seconds").record(Date().timeIntervalSince(progress))
+            Gauge(label: MetricName.resumeTokenAge).record(Date().timeIntervalSince(progress))
             if let durable {
-                Gauge(label: "ciphertail_capture_lag_seconds").record(max(0, Date().timeIntervalSince1970 - Double(durable.t)))
+                Gauge(label: MetricName.captureLag).record(max(0, Date().timeIntervalSince1970 - Double(durable.t)))
             }
         }
     }

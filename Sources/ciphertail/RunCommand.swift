@@ -5,6 +5,7 @@ import Dispatch
 import Foundation
 import Logging
 import Mongo
+import Observability
 import Pipeline
 import Sidecar
 
@@ -95,9 +96,18 @@ struct RunCommand: ParsableCommand {
                     logger.error("SIGHUP: the pipeline file does not load; the running settings stay", metadata: ["error": "\(error)"])
                 }
             }
+            let listen = PipelineFile.parseListen(metricsListen ?? file.metrics?.listen ?? "127.0.0.1:9464")!
+            let endpoint = MetricsEndpoint(host: listen.host, port: listen.port, registry: Telemetry.bootstrap()) {
+                let h = runner.health()
+                return h.healthy ? .ok(h.detail) : .unhealthy(h.detail)
+            }
+            let metrics = BackgroundService(start: {
+                let port = try endpoint.start()
+                logger.notice("metrics endpoint listening", metadata: ["metrics": "http://\(listen.host):\(port)/metrics", "healthz": "http://\(listen.host):\(port)/healthz"])
+            }, stop: { endpoint.stop() })
             logger.notice("pipeline starting", metadata: ["pipeline": "\(name)", "repository": "\(repo)", "source": "\(ConnectionString(uri).redacted)"])
             try waitForAsync {
-                try await runner.serve(companions: [ReloadService(reload: reload)], logger: logger)
+                try await runner.serve(companions: [metrics, ReloadService(reload: reload)], logger: logger)
             }
             logger.notice("pipeline stopped", metadata: ["pipeline": "\(name)"])
         }

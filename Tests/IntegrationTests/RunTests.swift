@@ -38,6 +38,28 @@ final class RunProcess {
 
     func signal(_ sig: Int32) { kill(pid, sig) }
 
+    /// The port of /metrics and /healthz, from the line the process logs when it listens.
+    func metricsPort() -> Int? {
+        guard waitFor("metrics endpoint listening", timeout: 30),
+              let r = output.range(of: #"http://127\.0\.0\.1:([0-9]+)/metrics"#, options: .regularExpression) else { return nil }
+        return Int(output[r].split(separator: ":").last!.split(separator: "/").first!)
+    }
+
+    /// One sample's value from /metrics (`name` with its labels as printed, e.g. `x{kind="change"}`).
+    func metric(_ name: String) throws -> Double? {
+        guard let port = metricsPort() else { return nil }
+        let body = try RawHTTP.get(port: port, "/metrics").body
+        for line in body.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Double(line.split(separator: " ").last!)
+        }
+        return nil
+    }
+
+    func healthz() throws -> HTTPReply? {
+        guard let port = metricsPort() else { return nil }
+        return try RawHTTP.get(port: port, "/healthz")
+    }
+
     func stop() -> Int32 {
         if process.isRunning { kill(pid, SIGTERM) }
         process.waitUntilExit()
@@ -89,6 +111,11 @@ final class RunTests: XCTestCase {
         let b = try RunProcess(pipeline, log: dir + "/b.log")
         defer { _ = a.stop(); _ = b.stop() }
         XCTAssertTrue(b.waitFor("standby"), b.output)
+        let standbyHealth = try XCTUnwrap(try b.healthz())
+        XCTAssertEqual(standbyHealth.status, 200)
+        XCTAssertTrue(standbyHealth.body.contains("standby"), standbyHealth.body)
+        XCTAssertEqual(try b.metric("ciphertail_lease_held"), 0)
+        XCTAssertEqual(try a.metric("ciphertail_lease_held"), 1)
         var lease = try XCTUnwrap(try leaseDocument(client, name))
         XCTAssertEqual(lease["pid"], .int32(a.pid))
         XCTAssertEqual(lease["term"]?.int64Value, 1)
@@ -209,10 +236,12 @@ final class RunTests: XCTestCase {
             FileManager.default.createFile(atPath: flag, contents: nil)
         }
         XCTAssertTrue(p.waitFor("disk full, capture paused"), p.output)
+        XCTAssertEqual(try p.metric(#"ciphertail_capture_paused{reason="disk_full"}"#), 1)
         usleep(1_000_000)
         try assertNoPartialSegmentLooksWhole(mnt + "/repo")
         if mounted { unlink(mnt + "/filler") } else { unlink(flag) }
         XCTAssertTrue(p.waitFor("disk space is back", timeout: 30), p.output)
+        XCTAssertEqual(try p.metric(#"ciphertail_capture_paused{reason="disk_full"}"#), 0)
         usleep(500_000)
         load.pause()
         let target = try operationTime(client)

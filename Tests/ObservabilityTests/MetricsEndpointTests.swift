@@ -2,6 +2,7 @@ import Foundation
 import Metrics
 import Observability
 import Prometheus
+import TestSupport
 import XCTest
 
 /// A thread-safe box the health closure reads, the test writes.

@@ -4,16 +4,16 @@ import Glibc
 import Foundation
 
 /// A plain HTTP/1.1 exchange over a real TCP socket: what a scraper or a probe does.
-struct HTTPReply {
-    var status: Int
-    var headers: [String: String]  // lower-cased names
-    var body: String
+public struct HTTPReply {
+    public var status: Int
+    public var headers: [String: String]  // lower-cased names
+    public var body: String
 }
 
-enum RawHTTP {
-    struct Failure: Error, CustomStringConvertible { var description: String }
+public enum RawHTTP {
+    public struct Failure: Error, CustomStringConvertible { public var description: String }
 
-    static func connect(port: Int) throws -> Int32 {
+    public static func connect(port: Int) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw Failure(description: "socket: \(errno)") }
         var addr = sockaddr_in()
@@ -32,7 +32,7 @@ enum RawHTTP {
     }
 
     /// Sends `raw` and reads until the server closes the connection.
-    static func exchange(port: Int, raw: String) throws -> String {
+    public static func exchange(port: Int, raw: String) throws -> String {
         let fd = try connect(port: port)
         defer { close(fd) }
         let bytes = Array(raw.utf8)
@@ -53,13 +53,13 @@ enum RawHTTP {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func get(port: Int, _ path: String, method: String = "GET") throws -> HTTPReply {
+    public static func get(port: Int, _ path: String, method: String = "GET") throws -> HTTPReply {
         let text = try exchange(port: port, raw: "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         return try parse(text).first ?? { throw Failure(description: "no response") }()
     }
 
     /// Responses in order, each cut by its Content-Length.
-    static func parse(_ text: String) throws -> [HTTPReply] {
+    public static func parse(_ text: String) throws -> [HTTPReply] {
         var replies: [HTTPReply] = []
         var rest = Substring(text)
         while !rest.isEmpty {
