@@ -84,6 +84,20 @@ func writeRunPipeline(_ dir: String, name: String, namespaces: [String], repo: S
     return path
 }
 
+/// With the writes paused: a point-in-time restore to the last acknowledged write of
+/// `ns` (into database `to`) equals the source, document by document.
+func assertRestoreToNowEqualsSource(_ client: Client, _ ns: Namespace, repo: String, to: String, _ message: String,
+                                    file: StaticString = #filePath, line: UInt = #line) throws {
+    let target = try operationTime(client)
+    let expected = try TestEnv.documents(client, ns)
+    try waitCovered(repo, target)
+    let r = restoreAt(repo, target.description, from: "\(ns.database).*", to: "\(to).*")
+    XCTAssertEqual(r.status, 0, r.stderr, file: file, line: line)
+    let restored = try TestEnv.documents(client, Namespace(database: to, collection: ns.collection))
+    XCTAssertEqual(restored.count, expected.count, message, file: file, line: line)
+    XCTAssertTrue(restored.map(\.bytes) == expected.map(\.bytes), message, file: file, line: line)
+}
+
 /// Lease documents of the tests live apart from real ones.
 let leaseDatabase = "ciphertail_test"
 
@@ -131,14 +145,7 @@ final class RunTests: XCTestCase {
         XCTAssertEqual(lease["term"]?.int64Value, 2)
         usleep(1_500_000)
         load.pause()
-        let target = try operationTime(client)
-        let expected = try TestEnv.documents(client, ns)
-        try waitCovered(dir + "/repo", target)
-        let r = restoreAt(dir + "/repo", target.description, from: "\(src).*", to: "\(dst).*")
-        XCTAssertEqual(r.status, 0, r.stderr)
-        let restored = try TestEnv.documents(client, Namespace(database: dst, collection: "c"))
-        XCTAssertEqual(restored.count, expected.count)
-        XCTAssertTrue(restored.map(\.bytes) == expected.map(\.bytes), "the restore after the takeover differs from the source")
+        try assertRestoreToNowEqualsSource(client, ns, repo: dir + "/repo", to: dst, "the restore after the takeover differs from the source")
         XCTAssertGreaterThan(load.writes, 50)
 
         let log = ChangeLog(repository: try Repository(path: dir + "/repo"))
@@ -244,14 +251,7 @@ final class RunTests: XCTestCase {
         XCTAssertEqual(try p.metric(#"ciphertail_capture_paused{reason="disk_full"}"#), 0)
         usleep(500_000)
         load.pause()
-        let target = try operationTime(client)
-        let expected = try TestEnv.documents(client, ns)
-        try waitCovered(mnt + "/repo", target)
-        let r = restoreAt(mnt + "/repo", target.description, from: "\(src).*", to: "\(dst).*")
-        XCTAssertEqual(r.status, 0, r.stderr)
-        let restored = try TestEnv.documents(client, Namespace(database: dst, collection: "c"))
-        XCTAssertEqual(restored.count, expected.count)
-        XCTAssertTrue(restored.map(\.bytes) == expected.map(\.bytes), "writes made while the disk was full were lost")
+        try assertRestoreToNowEqualsSource(client, ns, repo: mnt + "/repo", to: dst, "writes made while the disk was full were lost")
         XCTAssertEqual(p.stop(), 0, p.output)
         XCTAssertEqual(TestEnv.ciphertail(["verify", "--repo", mnt + "/repo"]).status, 0)
         print("disk full test on \(mounted ? "a 16 MiB tmpfs" : "the ENOSPC seam"); writes during the run: \(load.writes)")
