@@ -10,6 +10,7 @@ import KMIPClient
 import Logging
 import Mongo
 import Pipeline
+import Replication
 import Restore
 
 /// Exit codes, documented in `ciphertail --help` and the README.
@@ -128,6 +129,9 @@ func classify(_ error: Error) -> (Int32, String) {
     case let e as KeyVaultBackups.BackupError:
         if case .ledgerRolledBack = e { return (Exit.refused, e.description) }
         return (Exit.damaged, e.description)
+    case let e as ReplicationError:
+        if case .otherRepository = e { return (Exit.refused, e.description) }
+        return (Exit.mongo, e.description)
     case let e as ValidationError: return (Exit.usage, e.message)
     default: return (Exit.unexpected, "\(error)")
     }
