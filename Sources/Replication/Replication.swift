@@ -150,9 +150,7 @@ public final class Replicator {
         log = ChangeLog(repository: repo)
         repositoryID = try Replicator.repositoryID(repo)
         pool = try ClientPool(options.target, appName: "ciphertail-replicate")
-        defer {
-            summary.seconds = Date().timeIntervalSince(started)
-        }
+        self.started = started
         guard var cp = try retrying("reading the checkpoint", { try pool.withClient { try store.load($0) } }) else { return finish(nil) }
         if let c = cp, c.repositoryID != repositoryID {
             throw ReplicationError.otherRepository(target: options.target.hosts, checkpoint: c.repositoryID, repository: repositoryID)
@@ -198,7 +196,10 @@ public final class Replicator {
         return finish(state)
     }
 
+    private var started = Date()
+
     private func finish(_ cp: ReplicationCheckpoint?) -> ReplicationSummary {
+        summary.seconds = Date().timeIntervalSince(started)
         summary.appliedTo = cp?.appliedTo?.description
         summary.lastSequence = cp?.sequence ?? 0
         if !lags.isEmpty {

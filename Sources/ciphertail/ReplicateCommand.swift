@@ -20,7 +20,8 @@ struct ReplicateCommand: ParsableCommand {
         On first start the target is seeded from the newest base snapshot inside the change log \
         (the followed namespaces of the target must be empty; exit 4 otherwise), then every \
         committed change-log entry after the snapshot is applied in order, and a checkpoint \
-        (replication.checkpointNamespace, default ciphertail.replication, _id the pipeline name) \
+        (replication.checkpointNamespace, default ciphertail.replication; _id the pipeline's name:, \
+        else its file name) \
         is written with w:majority, j:true after each. A restart of either side continues from \
         the checkpoint; an entry cut short by a crash is applied again, which leaves the same \
         state (inserts and replaces upsert whole documents, updates set final values).
@@ -37,7 +38,7 @@ struct ReplicateCommand: ParsableCommand {
 
         Examples:
           ciphertail replicate --pipeline pipelines/replica.yaml
-          ciphertail replicate --pipeline p.yaml --target-uri 'mongodb://dr1:27017,dr2:27017/?replicaSet=dr'
+          ciphertail replicate --pipeline p.yaml --target-uri 'mongodb://dr1,dr2/?replicaSet=dr'
           ciphertail replicate --pipeline p.yaml --until 2026-11-22T17:12:00Z --json
         """)
 

@@ -27,39 +27,62 @@ enum TargetEnv {
     static func client() throws -> Client { try Client(ConnectionString(uri!)) }
 }
 
-/// A CLI process that can be killed, with its stdout and stderr in files.
+/// A CLI process that can be killed, with its stdout and stderr in files (posix_spawn, as
+/// `TestEnv.run`: the files are opened by the child itself).
 final class CLIProcess {
-    let process = Process()
+    let pid: pid_t
     let out: String
     let err: String
+    private var status: Int32?
 
     init(_ args: [String], logs: String) throws {
         out = logs + ".out"
         err = logs + ".err"
-        FileManager.default.createFile(atPath: out, contents: nil)
-        FileManager.default.createFile(atPath: err, contents: nil)
-        process.executableURL = URL(fileURLWithPath: TestEnv.binary)
-        process.arguments = args
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle(forWritingAtPath: out)
-        process.standardError = FileHandle(forWritingAtPath: err)
-        try process.run()
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let argv = ([TestEnv.binary] + args).map { strdup($0) } + [nil]
+        let envp = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var child: pid_t = 0
+        let rc = posix_spawn(&child, TestEnv.binary, &actions, nil, argv, envp)
+        guard rc == 0 else { throw POSIXError(POSIXErrorCode(rawValue: rc) ?? .EIO) }
+        pid = child
     }
 
     var stderr: String { (try? String(contentsOfFile: err, encoding: .utf8)) ?? "" }
     var stdout: String { (try? String(contentsOfFile: out, encoding: .utf8)) ?? "" }
 
-    func kill9() { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+    var isRunning: Bool {
+        if status != nil { return false }
+        var s: Int32 = 0
+        if waitpid(pid, &s, WNOHANG) == pid { status = s; return false }
+        return true
+    }
+
+    func kill9() {
+        guard isRunning else { return }
+        kill(pid, SIGKILL)
+        _ = wait(timeout: 60)
+    }
+
+    private func wait(timeout: TimeInterval) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while isRunning && Date() < deadline { usleep(20_000) }
+        guard let s = status else { return nil }
+        return (s & 0x7F) == 0 ? (s >> 8) & 0xFF : 128 + (s & 0x7F)
+    }
 
     /// SIGTERM, then the exit status (SIGKILL after `timeout`).
     @discardableResult
     func terminate(timeout: TimeInterval = 120) -> Int32 {
-        kill(process.processIdentifier, SIGTERM)
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { kill9() }
-        process.waitUntilExit()
-        return process.terminationStatus
+        if isRunning { kill(pid, SIGTERM) }
+        if let code = wait(timeout: timeout) { return code }
+        kill9()
+        return -1
     }
 }
 
@@ -164,7 +187,7 @@ final class ReplicationTests: XCTestCase {
     }
 
     override func tearDown() {
-        for p in processes where p.process.isRunning { p.kill9() }
+        for p in processes where p.isRunning { p.kill9() }
         guard TargetEnv.uri != nil else { return }
         dropDatabases(src)
         if let c = try? TargetEnv.client() {
