@@ -28,6 +28,8 @@ public struct ReplicationCheckpoint: Equatable, Sendable {
     /// file; nil when that entry is not part of the followed stretch (right after seeding).
     public var sequence: Int64 = 0
     public var entryHash: String?
+    /// Events of entry `sequence + 1` already applied (set around renames; 0 otherwise).
+    public var entryEvents: Int64 = 0
     /// Every change of the followed namespaces up to this cluster time is in the target.
     public var appliedTo: ClusterTime?
     public var entriesApplied: Int64 = 0
@@ -54,6 +56,7 @@ public struct ReplicationCheckpoint: Equatable, Sendable {
         if let l = lineage { b.append("lineage", .string(l)) }
         if let n = namespaces { b.append("namespaces", .array(n.map { .string($0) })) }
         b.append("sequence", .int64(sequence))
+        if entryEvents > 0 { b.append("entryEvents", .int64(entryEvents)) }
         if let h = entryHash { b.append("entryHash", .string(h)) }
         if let t = appliedTo { b.append("appliedTo", .timestamp(t)) }
         b.append("entriesApplied", .int64(entriesApplied))
@@ -74,6 +77,7 @@ public struct ReplicationCheckpoint: Equatable, Sendable {
         namespaces = d["namespaces"]?.arrayValue?.compactMap(\.stringValue)
         sequence = seq
         entryHash = d["entryHash"]?.stringValue
+        entryEvents = d["entryEvents"]?.int64Value ?? 0
         appliedTo = d["appliedTo"]?.timestampValue
         entriesApplied = d["entriesApplied"]?.int64Value ?? 0
         eventsApplied = d["eventsApplied"]?.int64Value ?? 0

@@ -162,6 +162,7 @@ public final class Replicator {
             logger.notice("resuming replication", metadata: ["after": "\(cp!.sequence)", "appliedTo": "\(cp!.appliedTo?.description ?? "-")"])
         }
         var state = cp!
+        saved = state
         publish(state, failing: false)
         while !stopRequested {
             if let until = options.until, let at = state.appliedTo, at >= until { break }
@@ -184,7 +185,7 @@ public final class Replicator {
                     state = s
                     continue
                 }
-                guard let s = try retrying("applying entry \(entry.sequence)", { try apply(entry, hash: hash, after: state) }) else { return finish(state) }
+                guard let s = try retrying("applying entry \(entry.sequence)", { try apply(entry, hash: hash) }) else { return finish(state) }
                 state = s
                 publish(state, failing: false)
                 let lagNow = lag(sequence: state.sequence, appliedTo: state.appliedTo)
@@ -267,31 +268,61 @@ public final class Replicator {
 
     /// Applies the entry's events (those after the seed point), then writes the checkpoint. A
     /// failure anywhere leaves the old checkpoint, and the retry applies the whole entry again:
-    /// the applier sets final values, so applying an event twice leaves the same state.
-    func apply(_ entry: ChangeEntry, hash: String, after cp: ReplicationCheckpoint) throws -> ReplicationCheckpoint {
+    /// the applier sets final values, so applying an event twice leaves the same state. A
+    /// rename is the exception (applied again, it would move a collection rebuilt from the
+    /// entry's earlier events over the renamed one), so the checkpoint also records the events
+    /// of the entry applied before and after each rename (`entryEvents`), and a rename whose
+    /// source collection is gone from the target was applied already.
+    func apply(_ entry: ChangeEntry, hash: String) throws -> ReplicationCheckpoint {
         let events = try readEvents(entry)
         let patterns = try entry.namespaces.map(NamespacePattern.init)
         let include = replicated(patterns)
+        let cp = saved!
         let seededAt = cp.seededAt
+        let done = cp.sequence + 1 == entry.sequence ? Int(cp.entryEvents) : 0
         var next = cp
         try pool.withClient { client in
             let applier = EventApplier(client: client, logger: logger) { include($0) ? $0 : nil }
-            for event in events {
+            for (index, event) in events.enumerated() where index >= done {
                 // The snapshot holds everything up to its consistent point, as restore --at skips.
                 if let at = seededAt, let ts = event["clusterTime"]?.timestampValue, ts <= at { continue }
+                if event["operationType"]?.stringValue == "rename" {
+                    try applier.flush()
+                    var before = cp
+                    before.entryEvents = Int64(index)
+                    try save(before, client)
+                    if let ns = Namespace(changeEvent: event), include(ns),
+                       try client.database(ns.database).listCollections(filter: ["name": .string(ns.collection)]).isEmpty {
+                        logger.info("rename already applied", metadata: ["entry": "\(entry.sequence)", "namespace": "\(ns)"])
+                    } else {
+                        try applier.apply(event)
+                    }
+                    before.entryEvents = Int64(index + 1)
+                    try save(before, client)
+                    continue
+                }
                 try applier.apply(event)
             }
             try applier.flush()
             next.phase = .following
             next.sequence = entry.sequence
+            next.entryEvents = 0
             next.entryHash = hash
             next.appliedTo = max(cp.appliedTo ?? entry.to, entry.to)
             next.entriesApplied += 1
             next.eventsApplied += applier.applied
-            try store.save(next, client)
+            try save(next, client)
             summary.eventsApplied += applier.applied
         }
         return next
+    }
+
+    /// The last checkpoint written (or read) in the target.
+    private var saved: ReplicationCheckpoint?
+
+    private func save(_ cp: ReplicationCheckpoint, _ client: Client) throws {
+        try store.save(cp, client)
+        saved = cp
     }
 
     /// The segment's events, read whole and checked against the entry's hash before any is applied.
@@ -385,7 +416,7 @@ public final class Replicator {
                     if !busy.isEmpty { throw RestoreError.targetNotEmpty(busy.map(\.0.description).sorted()) }
                 }
                 // From here a restart knows to drop what a seed left half loaded.
-                try store.save(seeding, client)
+                try save(seeding, client)
                 owned = true
                 for (ns, _) in try targetCollections(client, include) { try client.collection(ns).drop() }
             }
@@ -400,7 +431,7 @@ public final class Replicator {
                                                       "events": "\(restored.eventsApplied)", "indexes": "\(restored.indexes)"])
             var following = seeding
             following.phase = .following
-            try pool.withClient { try store.save(following, $0) }
+            try pool.withClient { try save(following, $0) }
         }
         guard done != nil else { return nil }
         summary.seeds += 1
@@ -425,14 +456,22 @@ public final class Replicator {
 
     // MARK: Retrying
 
+    /// Server errors that say the target is (re)starting, stepping down, has no primary, or
+    /// did not answer in time: NotWritablePrimary, NotPrimaryNoSecondaryOk, NotPrimaryOrSecondary,
+    /// InterruptedDueToReplStateChange, InterruptedAtShutdown, PrimarySteppedDown,
+    /// ShutdownInProgress, HostUnreachable, HostNotFound, NetworkTimeout, SocketException,
+    /// WriteConcernFailed, ExceededTimeLimit, NetworkInterfaceExceededTimeLimit, LockTimeout,
+    /// StaleConfig, NotYetInitialized.
+    static let transientCodes: Set<UInt32> = [10107, 13435, 13436, 11602, 11600, 189, 91, 6, 7, 89, 9001, 64, 262, 202, 24, 13388, 94]
+
     /// Failures of the target that retrying can fix: the server down or restarting, no primary,
-    /// a network error, a write concern not met in time. Not: a refused write (a write error),
-    /// missing privileges, or anything that is not about the target.
+    /// a network error, a write concern not met in time. Not: a refused write or command (a
+    /// write error, missing privileges, a missing namespace), or anything not about the target.
     static func retriable(_ error: Error) -> Bool {
         switch error {
         case let e as MongoError:
             if !e.writeErrors.isEmpty { return false }
-            return ![13, 18, 8000].contains(e.code) || e.isNetworkError
+            return e.isNetworkError || transientCodes.contains(e.code)
         case let e as RestoreError:
             switch e {
             case .unreachable, .failed: return true

@@ -431,8 +431,16 @@ final class ReplicationApplyTests: XCTestCase {
         try insert(client, ns, (0..<40).map { ["_id": .int32(Int32($0)), "n": 0] })
         let repo = TestEnv.temporaryDirectory("replidem")
         let run = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).*")]; $0.segmentSeconds = 0.1 }, repo: repo)
+        let snapshotDeadline = Date().addingTimeInterval(60)
+        while ((try? Repository(path: repo).backupIDs().isEmpty) ?? true) && Date() < snapshotDeadline { usleep(50_000) }
         for round in 1...4 {
             try writeRound(client, ns, round)
+            if round == 2 {
+                // A collection renamed after the snapshot, then written under its new name.
+                try insert(client, Namespace(database: src, collection: "r"), (0..<20).map { ["_id": .int32(Int32($0))] })
+                try client.runCommand(["renameCollection": .string("\(src).r"), "to": .string("\(src).r2")])
+                try insert(client, Namespace(database: src, collection: "r2"), (20..<25).map { ["_id": .int32(Int32($0))] })
+            }
             usleep(300_000)
         }
         let end = try operationTime(client)
@@ -441,25 +449,57 @@ final class ReplicationApplyTests: XCTestCase {
         let first = try Replicator(replicator(repo, checkpointDB: ckpt, until: end), logger: testLogger).run()
         XCTAssertNotNil(first.seededFrom)
         XCTAssertGreaterThan(first.entries, 2)
-        let expected = try TestEnv.documents(client, ns).map(\.bytes)
-        XCTAssertEqual(try targetDocuments(ns), expected, "the target equals the source")
+        func assertEqualToSource(_ what: String) throws {
+            for name in ["c", "r2"] {
+                let n = Namespace(database: src, collection: name)
+                XCTAssertEqual(try targetDocuments(n), try TestEnv.documents(client, n).map(\.bytes), "\(what): \(name)")
+            }
+            let names = try TargetEnv.client().database(src).listCollections().compactMap { $0["name"]?.stringValue }
+            XCTAssertEqual(names.sorted(), ["c", "r2"], what)
+        }
+        try assertEqualToSource("first run")
 
-        // A crash between applying entries and checkpointing them: the checkpoint goes back
-        // three entries (to one that was applied), and those entries are applied again.
+        // Where the rename is in the log.
+        let log = ChangeLog(repository: try Repository(path: repo))
+        let loaded = log.load().entries
+        var renameAt: (sequence: Int64, index: Int)?
+        for (e, _) in loaded where e.kind == .segment {
+            let reader = try SegmentReader(path: log.segmentPath(e))
+            var i = 0
+            while let block = try reader.nextBlock() {
+                block.forEachRecord { raw in
+                    if Document(trusted: Array(raw))["operationType"]?.stringValue == "rename" { renameAt = (e.sequence, i) }
+                    i += 1
+                }
+            }
+        }
+        let rename = try XCTUnwrap(renameAt, "the rename is in the change log")
+
+        // A crash between applying entries and checkpointing them: the checkpoint goes back to
+        // an entry that was applied, and the entries after it are applied again.
         let store = try TargetEnv.client().collection(Namespace(database: ckpt, collection: "replication"))
-        var cp = try ReplicationCheckpoint(document: XCTUnwrap(store.find(["_id": "apply-test"]).next()))
-        let loaded = ChangeLog(repository: try Repository(path: repo)).load().entries
-        let back = try XCTUnwrap(loaded.first { $0.entry.sequence == cp.sequence - 3 })
-        XCTAssertGreaterThanOrEqual(back.entry.sequence, cp.sequence - 3)
-        cp.sequence = back.entry.sequence
-        cp.entryHash = back.hash
-        cp.appliedTo = back.entry.to
-        try TargetEnv.client().runCommand(["update": "replication", "updates": [["q": ["_id": "apply-test"], "u": .document(cp.document)]]], database: ckpt)
+        func rollBack(to sequence: Int64, entryEvents: Int64 = 0) throws -> Int64 {
+            var cp = try ReplicationCheckpoint(document: XCTUnwrap(store.find(["_id": "apply-test"]).next()))
+            let back = try XCTUnwrap(loaded.first { $0.entry.sequence == sequence })
+            let skipped = cp.sequence - sequence
+            cp.sequence = sequence
+            cp.entryHash = back.hash
+            cp.appliedTo = back.entry.to
+            cp.entryEvents = entryEvents
+            try TargetEnv.client().runCommand(["update": "replication", "updates": [["q": ["_id": "apply-test"], "u": .document(cp.document)]]], database: ckpt)
+            return skipped
+        }
+        let again = try rollBack(to: min(rename.sequence - 1, loaded.last!.entry.sequence - 3))
         let second = try Replicator(replicator(repo, checkpointDB: ckpt, until: end), logger: testLogger).run()
         XCTAssertNil(second.seededFrom, "resumed, not seeded")
-        XCTAssertEqual(second.entries, 3)
+        XCTAssertEqual(second.entries, again)
         XCTAssertGreaterThan(second.eventsApplied, 0, "events were applied a second time")
-        XCTAssertEqual(try targetDocuments(ns), expected, "applying entries twice leaves the same state")
+        try assertEqualToSource("entries applied twice, the rename among them")
+
+        // A crash right after the rename, before its checkpoint: the rename is found done.
+        let third = try rollBack(to: rename.sequence - 1, entryEvents: Int64(rename.index))
+        XCTAssertEqual(try Replicator(replicator(repo, checkpointDB: ckpt, until: end), logger: testLogger).run().entries, third)
+        try assertEqualToSource("the rename found applied")
     }
 
     /// A gap in the change log (recorded as the tailer does when the history is lost): the
