@@ -6,6 +6,7 @@ import Foundation
 import Mongo
 import Pipeline
 import Replication
+import Restore
 import TestSupport
 import XCTest
 
@@ -500,6 +501,58 @@ final class ReplicationApplyTests: XCTestCase {
         let third = try rollBack(to: rename.sequence - 1, entryEvents: Int64(rename.index))
         XCTAssertEqual(try Replicator(replicator(repo, checkpointDB: ckpt, until: end), logger: testLogger).run().entries, third)
         try assertEqualToSource("the rename found applied")
+    }
+
+    /// A first seed refuses a target whose followed namespaces hold data; a seed cut short
+    /// (checkpoint in phase seeding) is done again from scratch; a checkpoint of another
+    /// repository is refused.
+    func testSeedRefusalsAndAnInterruptedSeed() throws {
+        guard TargetEnv.uri != nil else { throw XCTSkip("CIPHERTAIL_TEST_TARGET_URI is not set") }
+        let src = TestEnv.uniqueName("repl_seed"), ckpt = TestEnv.uniqueName("repl_ckpt")
+        defer {
+            dropDatabases(src)
+            if let c = try? TargetEnv.client() { try? c.database(src).drop(); try? c.database(ckpt).drop() }
+        }
+        let client = try TestEnv.client(), target = try TargetEnv.client()
+        let ns = Namespace(database: src, collection: "c")
+        try insert(client, ns, (0..<40).map { ["_id": .int32(Int32($0)), "n": 0] })
+        let repo = TestEnv.temporaryDirectory("replseed")
+        let run = TailRun({ $0.namespaces = [try! NamespacePattern("\(src).*")]; $0.segmentSeconds = 0.1 }, repo: repo)
+        try writeRound(client, ns, 1)
+        let end = try operationTime(client)
+        try waitCovered(repo, end)
+        try run.stop()
+
+        // Data in a followed namespace of the target, and no checkpoint: refused, untouched.
+        try insert(target, Namespace(database: src, collection: "stray"), [["_id": "mine"]])
+        XCTAssertThrowsError(try Replicator(replicator(repo, checkpointDB: ckpt, until: end), logger: testLogger).run()) { error in
+            guard case RestoreError.targetNotEmpty(let names) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(names, ["\(src).stray"])
+        }
+        XCTAssertEqual(try TestEnv.documents(target, Namespace(database: src, collection: "stray")).count, 1)
+        XCTAssertTrue(try target.collection(Namespace(database: ckpt, collection: "replication")).find().all().isEmpty, "no checkpoint written")
+
+        // A seed cut short: the checkpoint says seeding; what it left is dropped and loaded again.
+        var cp = ReplicationCheckpoint(id: "apply-test", repositoryID: try repositoryID(repo), phase: .seeding)
+        cp.seededFrom = "interrupted"
+        try target.runCommand(["insert": "replication", "documents": [.document(cp.document)]], database: ckpt)
+        try insert(target, ns, [["_id": 1, "half": "loaded"]])
+        let summary = try Replicator(replicator(repo, checkpointDB: ckpt, until: end), logger: testLogger).run()
+        XCTAssertNotNil(summary.seededFrom)
+        XCTAssertEqual(try targetDocuments(ns), try TestEnv.documents(client, ns).map(\.bytes))
+        XCTAssertTrue(try TestEnv.documents(target, Namespace(database: src, collection: "stray")).isEmpty, "the followed namespaces were dropped")
+
+        // The checkpoint of another repository.
+        try target.runCommand(["update": "replication", "updates": [["q": ["_id": "apply-test"], "u": ["$set": ["repositoryId": "someone-else"]]]]], database: ckpt)
+        XCTAssertThrowsError(try Replicator(replicator(repo, checkpointDB: ckpt, until: end), logger: testLogger).run()) { error in
+            guard case ReplicationError.otherRepository = error else { return XCTFail("\(error)") }
+        }
+    }
+
+    func repositoryID(_ repo: String) throws -> String {
+        let d = JSONDecoder()
+        d.dateDecodingStrategy = .iso8601
+        return try d.decode(Repository.Config.self, from: Data(contentsOf: URL(fileURLWithPath: repo + "/" + Repository.configName))).id
     }
 
     /// A gap in the change log (recorded as the tailer does when the history is lost): the
