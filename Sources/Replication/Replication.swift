@@ -260,7 +260,8 @@ public final class Replicator {
         let excluded = options.excludedNamespaces.union([options.checkpointNamespace])
         return { ns in
             !["admin", "config", "local"].contains(ns.database) && ns.collection != "__keyVault"
-                && !ns.collection.hasPrefix("system.") && !excluded.contains(ns) && patterns.matches(ns)
+                && !(ns.collection.hasPrefix("system.") && ns.collection != "system.js")  // as backups: system.js only
+                && !excluded.contains(ns) && patterns.matches(ns)
         }
     }
 
