@@ -74,7 +74,7 @@ let package = Package(
 
         // Applies a repository's (encrypted) change log to another cluster, as it grows.
         .target(name: "Replication", dependencies: [
-            "BSON", "Mongo", "Archive", "Restore", .product(name: "Logging", package: "swift-log"),
+            "BSON", "Mongo", "Archive", "Restore", "Digest", "Durable", .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
         ]),
         // The Prometheus registry and its HTTP endpoint (/metrics, /healthz), log output formats.
@@ -128,7 +128,7 @@ let package = Package(
             "KMIPClient", "KMIP", "TestSupport", .product(name: "Logging", package: "swift-log"),
         ]),
         .testTarget(name: "IntegrationTests", dependencies: [
-            "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "TestSupport", "FieldCrypto", "Durable", "KMIP", "KMIPClient", "Erasure",
+            "BSON", "Mongo", "Archive", "Capture", "Restore", "Export", "Pipeline", "TestSupport", "FieldCrypto", "Durable", "KMIP", "KMIPClient", "Erasure", "Replication",
             .product(name: "Logging", package: "swift-log"), .product(name: "Yams", package: "Yams"),
         ]),
     ],

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs what is missing, builds, starts a
-# throwaway mongod replica set and two PyKMIP servers for the tests, runs `swift test`,
+# throwaway mongod replica set (and a second one, the replication target) and two PyKMIP servers for the tests, runs `swift test`,
 # stops them.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,7 +9,9 @@ ops/setup.sh
 swift build -q --build-tests
 export CIPHERTAIL_TEST_URI="$(ops/mongod.sh start ct-test 27117)"
 export CIPHERTAIL_TEST_STANDALONE_PORT=27118
-trap 'ops/mongod.sh stop ct-test; ops/mongod.sh stop ct-standalone; ops/kmip.sh stop ct-kmip-a; ops/kmip.sh stop ct-kmip-b' EXIT
+# A second replica set: the target of ReplicationTests.
+export CIPHERTAIL_TEST_TARGET_URI="$(ops/mongod.sh start ct-target 27119)"
+trap 'ops/mongod.sh stop ct-test; ops/mongod.sh stop ct-target; ops/mongod.sh stop ct-standalone; ops/kmip.sh stop ct-kmip-a; ops/kmip.sh stop ct-kmip-b' EXIT
 # Two PyKMIP servers for KMIPClientTests (failover needs two).
 ops/kmip.sh start ct-kmip-a 55696 >/dev/null
 ops/kmip.sh start ct-kmip-b 55697 >/dev/null

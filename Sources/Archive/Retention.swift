@@ -34,7 +34,9 @@ public enum Retention {
     public static let planFile = "prune.json"
     public static let lockFile = "prune.lock"
 
-    public static func plan(_ repo: Repository, policy: RetentionPolicy, now: Date = Date()) -> PrunePlan {
+    /// `keepEntriesFrom`: no entry at or after this sequence is removed (a replica that has
+    /// not applied them yet).
+    public static func plan(_ repo: Repository, policy: RetentionPolicy, now: Date = Date(), keepEntriesFrom: Int64? = nil) -> PrunePlan {
         let manifests = repo.listBackups().manifests.sorted { $0.clusterTime.end < $1.clusterTime.end }
         var keep = Set<String>()
         if let n = policy.keepLast { keep.formUnion(manifests.suffix(max(1, n)).map(\.id)) }
@@ -53,14 +55,17 @@ public enum Retention {
             let entries = log.load().entries.map(\.entry)
             // Never the newest entry: it holds the tailer's resume point.
             let removable = entries.dropLast().prefix { $0.to <= oldest.clusterTime.end }
-            if let last = removable.last { plan.removeEntriesBelow = last.sequence + 1 }
+            if let last = removable.last {
+                let below = min(last.sequence + 1, keepEntriesFrom ?? .max)
+                if below > (entries.first?.sequence ?? 1) { plan.removeEntriesBelow = below }
+            }
         }
         return plan
     }
 
     /// Completes an interrupted prune if one is pending, then plans and applies `policy`.
     @discardableResult
-    public static func prune(_ repo: Repository, policy: RetentionPolicy, now: Date = Date(),
+    public static func prune(_ repo: Repository, policy: RetentionPolicy, now: Date = Date(), keepEntriesFrom: Int64? = nil,
                              log: (String) -> Void = { _ in }) throws -> PrunePlan {
         let lockPath = (repo.path as NSString).appendingPathComponent(lockFile)
         let fd = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
@@ -71,7 +76,7 @@ public enum Retention {
             log("completing an interrupted prune: \(pending.remove.count) backups, entries below \(pending.removeEntriesBelow ?? 0)")
             _ = try apply(pending, to: repo, log: log)
         }
-        let plan = self.plan(repo, policy: policy, now: now)
+        let plan = self.plan(repo, policy: policy, now: now, keepEntriesFrom: keepEntriesFrom)
         guard !plan.remove.isEmpty || plan.removeEntriesBelow != nil else { return plan }
         try Durable.writeFile(try Manifest.encoder.encode(plan) + [0x0A], to: planPath(repo))
         return try apply(plan, to: repo, log: log)

@@ -37,6 +37,14 @@ public struct MongoError: Error, CustomStringConvertible {
 
 private let initialize: Void = {
     mongoc_init()
+    // libmongoc's default handler prints its debug and info lines (a server monitor failing
+    // to reach a host that is down, every half second) on stdout, where they would corrupt a
+    // command's --json output. Warnings and worse go to stderr; the rest is dropped.
+    mongoc_log_set_handler({ level, domain, message, _ in
+        guard level.rawValue <= MONGOC_LOG_LEVEL_WARNING.rawValue, let message else { return }
+        let name = domain.map { String(cString: $0) } ?? "mongoc"
+        FileHandle.standardError.write(Data("libmongoc \(name): \(String(cString: message))\n".utf8))
+    }, nil)
     atexit { mongoc_cleanup() }
 }()
 

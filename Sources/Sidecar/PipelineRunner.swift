@@ -6,6 +6,7 @@ import Metrics
 import Mongo
 import Observability
 import Pipeline
+import Replication
 
 /// What `ciphertail run` can change without a restart (SIGHUP).
 public struct ReloadableSettings: Equatable, Sendable {
@@ -63,9 +64,9 @@ public final class PipelineRunner: @unchecked Sendable {
         /// Take a base snapshot as soon as this process holds the lease (`run --snapshot-now`),
         /// then follow the schedule.
         public var snapshotAtStart = false
-        /// Runs replication until the closure it is given says stop (the lease is lost or the
-        /// process stops); nil without a `replication` section.
-        public var replicate: ((_ shouldStop: @escaping @Sendable () -> Bool) throws -> Void)?
+        /// Encrypted replication of the change log to another cluster (the `replication`
+        /// section); its `shouldStop`, callbacks and metrics are the runner's.
+        public var replication: ReplicationOptions?
 
         public init(pipeline: String, connection: ConnectionString, repository: String, tail: TailOptions?,
                     backup: BackupOptions, settings: ReloadableSettings) {
@@ -88,6 +89,7 @@ public final class PipelineRunner: @unchecked Sendable {
     private var stopping = false
     private var role: Role = .starting
     private var tailer: Tailer?
+    private var replicator: Replicator?
     private var lastProgress = Date()
     private var lastDurable: ClusterTime?
     private var paused: Set<String> = []
@@ -214,11 +216,22 @@ public final class PipelineRunner: @unchecked Sendable {
         lock.lock(); pruneWanted = settings.retention != nil; lock.unlock()
         let shouldStop: @Sendable () -> Bool = { [self] in isStopping || !lease.isHeld }
         let replication = DispatchGroup()
-        if let replicate = configuration.replicate {
+        if var options = configuration.replication {
+            options.shouldStop = shouldStop
+            options.onApplied = { entry, lag in
+                Counter(label: MetricName.replicationEvents).increment(by: Int(entry.events ?? 0))
+                Gauge(label: MetricName.replicationLag).record(lag)
+            }
+            options.onAlert = { [self] kind, message in
+                logger.warning("ALERT replication \(kind.rawValue): \(message)")
+                Counter(label: MetricName.alerts, dimensions: [("kind", "replication_\(kind.rawValue)")]).increment()
+            }
+            let replicator = Replicator(options, logger: logger)
+            lock.lock(); self.replicator = replicator; lock.unlock()
             replication.enter()
             let t = Thread { [self] in
                 defer { replication.leave() }
-                do { try replicate(shouldStop) } catch {
+                do { _ = try replicator.run() } catch {
                     logger.error("replication stopped", metadata: ["error": "\(error)"])
                     Counter(label: MetricName.alerts, dimensions: [("kind", "replicationStopped")]).increment()
                 }
@@ -347,7 +360,10 @@ public final class PipelineRunner: @unchecked Sendable {
         guard let policy, lease.isHeld else { return }
         do {
             let repo = try Repository(path: configuration.repository)
-            let done = try Retention.prune(repo, policy: policy) { [logger] line in logger.notice("\(line)") }
+            // Entries the replica has not applied yet stay, whatever the policy says.
+            lock.lock(); let applied = replicator?.status().sequence; lock.unlock()
+            let keepFrom = configuration.replication == nil ? nil : (applied ?? 0) + 1
+            let done = try Retention.prune(repo, policy: policy, keepEntriesFrom: keepFrom) { [logger] line in logger.notice("\(line)") }
             Counter(label: MetricName.prunedBackups).increment(by: done.remove.count)
             logger.notice("retention applied", metadata: ["kept": "\(done.keep.count)", "removed": "\(done.remove.count)",
                                                        "entriesRemoved": "\(done.entriesRemoved)"])
@@ -410,6 +426,8 @@ public final class PipelineRunner: @unchecked Sendable {
             if let durable {
                 Gauge(label: MetricName.captureLag).record(max(0, Date().timeIntervalSince1970 - Double(durable.t)))
             }
+            lock.lock(); let replicator = self.replicator; lock.unlock()
+            if let status = replicator?.status() { Gauge(label: MetricName.replicationLag).record(status.lagSeconds) }
         }
     }
 

@@ -20,6 +20,7 @@ struct Ciphertail: ParsableCommand {
           ciphertail export  --repo /srv/ct --format mongodump-archive --out shop.archive
           ciphertail erase   --pipeline p.yaml --subject u42 --reason "GDPR request 2026-118"
           ciphertail verify-erasure --pipeline p.yaml --subject u42 --canary ada@example.com
+          ciphertail replicate --pipeline p.yaml --target-uri mongodb://dr:27017/?replicaSet=dr
 
         Settings can come from a pipeline file (pipelines/*.yaml, --pipeline FILE); flags win.
 
@@ -30,5 +31,5 @@ struct Ciphertail: ParsableCommand {
         """,
         version: "0.1.0 (archive format 1)",
         subcommands: [BackupCommand.self, TailCommand.self, RestoreCommand.self, ExportCommand.self, RekeyCommand.self, ListCommand.self, VerifyCommand.self, KeysCommand.self, FindCommand.self, KmipCommand.self,
-                      EraseCommand.self, VerifyErasureCommand.self, RunCommand.self, PruneCommand.self])
+                      EraseCommand.self, VerifyErasureCommand.self, RunCommand.self, PruneCommand.self, ReplicateCommand.self])
 }

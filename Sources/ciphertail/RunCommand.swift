@@ -82,6 +82,9 @@ struct RunCommand: ParsableCommand {
             if let ns = file.lease?.namespace.flatMap(Namespace.init) { configuration.leaseNamespace = ns }
             if let ttl = file.lease?.ttlSeconds { configuration.leaseTTL = ttl }
             configuration.snapshotAtStart = snapshotNow
+            if let target = file.replication?.uri {
+                configuration.replication = try makeReplicationOptions(file, pipelinePath: path, repo: repo, target: target)
+            }
             let runner = PipelineRunner(configuration, logger: logger)
 
             let reload: @Sendable () -> Void = {

@@ -11,6 +11,7 @@ import Logging
 import Mongo
 import Observability
 import Pipeline
+import Replication
 import Restore
 
 /// Exit codes, documented in `ciphertail --help` and the README.
@@ -139,6 +140,9 @@ func classify(_ error: Error) -> (Int32, String) {
     case let e as KeyVaultBackups.BackupError:
         if case .ledgerRolledBack = e { return (Exit.refused, e.description) }
         return (Exit.damaged, e.description)
+    case let e as ReplicationError:
+        if case .otherRepository = e { return (Exit.refused, e.description) }
+        return (Exit.mongo, e.description)
     case let e as ValidationError: return (Exit.usage, e.message)
     default: return (Exit.unexpected, "\(error)")
     }

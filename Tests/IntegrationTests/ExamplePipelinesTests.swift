@@ -121,4 +121,53 @@ final class ExamplePipelinesTests: XCTestCase {
         XCTAssertEqual(find.status, 0, find.stderr)
         XCTAssertTrue(find.stdout.contains("u7"), find.stdout)
     }
+
+    /// Encrypted replication and the migration pipeline: `run` seeds the second replica set
+    /// from the base snapshot and keeps it in step; with rules, the target holds only
+    /// ciphertext of the protected fields; the replication lag is exported.
+    func testReplicationAndMigrationExamples() throws {
+        guard let target = TargetEnv.uri else { throw XCTSkip("CIPHERTAIL_TEST_TARGET_URI is not set (ops/test.sh starts the target replica set)") }
+        for example in ["replication", "migration-downgrade"] {
+            let src = TestEnv.uniqueName("ex_" + example.prefix(4))
+            defer { dropDatabases(src) }
+            let dir = TestEnv.temporaryDirectory("ex" + example.prefix(4))
+            let pipeline = try localized(example, dir: dir, database: src, target: target)
+            let encrypted = example == "replication"
+            let client = try TestEnv.client()
+            let users = Namespace(database: src, collection: "users")
+            func user(_ i: Int) -> Document {
+                ["_id": .int32(Int32(i)), "userId": .string("u\(i)"), "email": .string("REPL-CANARY-\(i)"), "ssn": .string("S\(i)"), "name": "N", "plain": .int32(Int32(i))]
+            }
+            try insert(client, users, (0..<40).map(user))
+            let run = try RunProcess(pipeline, log: dir + "/run.log")
+            defer { _ = run.stop() }
+            XCTAssertTrue(run.waitFor("base snapshot taken"), run.output)
+            try insert(client, users, (40..<60).map(user))
+            try client.runCommand(["update": "users", "updates": [["q": ["_id": 3], "u": ["$set": ["plain": -3]]]]], database: src)
+            let targetClient = try Client(ConnectionString(target))
+            defer { _ = try? targetClient.runCommand(["dropDatabase": 1], database: src) }
+            let deadline = Date().addingTimeInterval(60)
+            var copied: [Document] = []
+            while Date() < deadline {
+                copied = (try? TestEnv.documents(targetClient, users)) ?? []
+                if copied.count == 60, copied.first(where: { $0["_id"] == .int32(3) })?["plain"] == .int32(-3) { break }
+                usleep(200_000)
+            }
+            XCTAssertEqual(copied.count, 60, "\(example): the target did not catch up\n\(run.output)")
+            XCTAssertEqual(copied.first(where: { $0["_id"] == .int32(3) })?["plain"], .int32(-3))
+            for doc in copied {
+                if encrypted {
+                    guard case .binary(let subtype, _)? = doc["email"] else { XCTFail("\(example): email is not ciphertext in the target"); break }
+                    XCTAssertEqual(subtype, 6)
+                    XCTAssertFalse(doc.relaxedJSON.contains("REPL-CANARY"), "plaintext in the target")
+                } else {
+                    XCTAssertEqual(doc["email"]?.stringValue?.hasPrefix("REPL-CANARY"), true)
+                }
+            }
+            usleep(1_200_000)
+            XCTAssertNotNil(try run.metric("ciphertail_replication_lag_seconds"), run.output)
+            XCTAssertGreaterThanOrEqual(try XCTUnwrap(try run.metric("ciphertail_replication_events_total")), 21)
+            XCTAssertEqual(run.stop(), 0, run.output)
+        }
+    }
 }
