@@ -1,4 +1,0 @@
-import XCTest
-@testable import Sidecar
-
-final class PlaceholderSidecarTests: XCTestCase {}
