@@ -68,15 +68,8 @@ struct ReplicateCommand: ParsableCommand {
             var options = try makeReplicationOptions(file, pipelinePath: common.pipeline, repo: repo, target: target)
             if let p = pollInterval { options.pollInterval = p }
             options.until = try until.map(PointInTimeTarget.parse)
-            let stop = StopFlag()
-            let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                source.setEventHandler { stop.set() }
-                source.resume()
-                return source
-            }
-            defer { signals.forEach { $0.cancel() } }
+            let stop = StopFlag.onSIGINTAndSIGTERM()
+            defer { stop.cancel() }
             options.shouldStop = { stop.isSet }
             let logger = common.makeLogger("replicate")
             options.onAlert = { kind, message in logger.warning("ALERT \(kind.rawValue): \(message)") }

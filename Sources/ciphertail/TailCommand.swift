@@ -86,15 +86,8 @@ struct TailCommand: ParsableCommand {
                 let isoTime = t.i == .max && ClusterTime(string: text.trimmingCharacters(in: .whitespaces)) == nil
                 return isoTime ? ClusterTime(t: t.t, i: 0) : t
             }
-            let stop = StopFlag()
-            let signals = [SIGINT, SIGTERM].map { sig -> DispatchSourceSignal in
-                signal(sig, SIG_IGN)
-                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-                source.setEventHandler { stop.set() }
-                source.resume()
-                return source
-            }
-            defer { signals.forEach { $0.cancel() } }
+            let stop = StopFlag.onSIGINTAndSIGTERM()
+            defer { stop.cancel() }
             options.shouldStop = { stop.isSet }
             let logger = common.makeLogger("tail")
             options.onAlert = { alert in logger.warning("ALERT \(alert.kind.rawValue): \(alert.message)") }
@@ -142,6 +135,22 @@ func makeTailOptions(_ file: PipelineFile, settings: ResolvedSettings, uri: Stri
 final class StopFlag: @unchecked Sendable {
     private let lock = NSLock()
     private var value = false
+    private var sources: [DispatchSourceSignal] = []
     func set() { lock.lock(); value = true; lock.unlock() }
     var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
+
+    /// Set by SIGINT or SIGTERM (which no longer end the process) until `cancel`.
+    static func onSIGINTAndSIGTERM() -> StopFlag {
+        let stop = StopFlag()
+        stop.sources = [SIGINT, SIGTERM].map { sig in
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler { stop.set() }
+            source.resume()
+            return source
+        }
+        return stop
+    }
+
+    func cancel() { sources.forEach { $0.cancel() } }
 }
