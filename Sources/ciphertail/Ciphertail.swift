@@ -20,6 +20,11 @@ struct Ciphertail: ParsableCommand {
           ciphertail export  --repo /srv/ct --format mongodump-archive --out shop.archive
           ciphertail erase   --pipeline p.yaml --subject u42 --reason "GDPR request 2026-118"
           ciphertail verify-erasure --pipeline p.yaml --subject u42 --canary ada@example.com
+
+        As a sidecar, one long-running process per pipeline (lease, capture, scheduled base \
+        snapshots, retention, replication, /metrics and /healthz):
+          ciphertail run       --pipeline pipelines/continuous-backup.yaml
+          ciphertail prune     --pipeline pipelines/nightly-kmip.yaml --dry-run
           ciphertail replicate --pipeline p.yaml --target-uri mongodb://dr:27017/?replicaSet=dr
 
         Settings can come from a pipeline file (pipelines/*.yaml, --pipeline FILE); flags win.
