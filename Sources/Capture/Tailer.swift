@@ -285,27 +285,27 @@ public final class Tailer {
 
     /// Takes the position after the log's last entry (on start, and after a discarded segment).
     private func adopt(_ last: ChangeEntry) {
-            switch last.kind {
-            case .segment:
-                // After the entry's token, or (an invalidate's token cannot start a wider
-                // stream) right after its last covered cluster time.
-                lineage = last.lineage
-                resumeToken = last.resumeToken.flatMap { try? Document(json: $0) }
-                startAt = resumeToken == nil ? last.to.successor : nil
-                coveredTo = last.to
-                scope = Tailer.scope(named: last.scope, patterns: options.namespaces)
-                let needed = options.baseSnapshots && !hasBaseSnapshot()
-                snapshotLock.lock(); snapshotNeeded = snapshotNeeded || needed; snapshotLock.unlock()
-            case .gap:
-                // The gap's end is where the last run restarted; continue from there.
-                resumeToken = nil
-                startAt = last.to.successor
-                lineStart = startAt
-                coveredTo = nil
-                scope = Tailer.naturalScope(options.namespaces)
-                let needed = options.baseSnapshots && !hasBaseSnapshot(from: last.to.successor)
-                snapshotLock.lock(); snapshotNeeded = snapshotNeeded || needed; snapshotLock.unlock()
-            }
+        let needed: Bool
+        switch last.kind {
+        case .segment:
+            // After the entry's token, or (an invalidate's token cannot start a wider
+            // stream) right after its last covered cluster time.
+            lineage = last.lineage
+            resumeToken = last.resumeToken.flatMap { try? Document(json: $0) }
+            startAt = resumeToken == nil ? last.to.successor : nil
+            coveredTo = last.to
+            scope = Tailer.scope(named: last.scope, patterns: options.namespaces)
+            needed = options.baseSnapshots && !hasBaseSnapshot()
+        case .gap:
+            // The gap's end is where the last run restarted; continue from there.
+            resumeToken = nil
+            startAt = last.to.successor
+            lineStart = startAt
+            coveredTo = nil
+            scope = Tailer.naturalScope(options.namespaces)
+            needed = options.baseSnapshots && !hasBaseSnapshot(from: last.to.successor)
+        }
+        snapshotLock.lock(); snapshotNeeded = snapshotNeeded || needed; snapshotLock.unlock()
     }
 
     private func currentClusterTime() throws -> ClusterTime {

@@ -96,8 +96,7 @@ public final class PipelineRunner: @unchecked Sendable {
     private var pruneWanted = false
     private var bytesIn: Int64 = 0
     private var bytesOut: Int64 = 0
-    private var scheduleWake = NSCondition()
-    public private(set) var nextSnapshot: Date?
+    private let scheduleWake = NSCondition()
 
     public init(_ configuration: Configuration, logger: Logger) {
         self.configuration = configuration
@@ -302,7 +301,6 @@ public final class PipelineRunner: @unchecked Sendable {
             lock.lock(); let s = settings; let prune = pruneWanted && role == .leader; lock.unlock()
             if prune { runPrune(s.retention) }
             let next = s.schedule?.next(after: Date(), in: s.timeZone)
-            nextSnapshot = next
             scheduleWake.lock()
             // Wake at the time, on a reload, on stop, or every minute to notice pending prunes.
             let until = min(next ?? .distantFuture, Date().addingTimeInterval(60))

@@ -199,10 +199,4 @@ final class ProgressLine: @unchecked Sendable {
     }
 }
 
-func formatBytes(_ n: Int64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var v = Double(n)
-    var i = 0
-    while v >= 1024 && i < units.count - 1 { v /= 1024; i += 1 }
-    return i == 0 ? "\(n) B" : String(format: "%.1f %@", v, units[i])
-}
+func formatBytes(_ n: Int64) -> String { ProgressMeter.formatBytes(Double(n)) }
