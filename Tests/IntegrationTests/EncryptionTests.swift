@@ -194,9 +194,10 @@ final class EncryptionTests: XCTestCase {
     }
 }
 
-/// A pipeline file backing up `database` into `dir/repo`, with one per-subject (userId) rule.
+/// A pipeline file backing up `database` into `dir/repo`, with one per-subject (userId) rule;
+/// `extra` adds top-level sections.
 func writeUsersPipeline(_ path: String, database: String, dir: String, vault: String, master: String,
-                        ruleNamespace: String, fields: KeyValuePairs<String, String>) throws {
+                        ruleNamespace: String, fields: KeyValuePairs<String, String>, extra: String = "") throws {
     let fieldLines = fields.map { "            - {path: \($0.key), algorithm: \($0.value)}" }.joined(separator: "\n")
     let yaml = """
     source: {uri: "\(TestEnv.uri)", namespaces: [\(database).*]}
@@ -210,7 +211,7 @@ func writeUsersPipeline(_ path: String, database: String, dir: String, vault: St
           fields:
     \(fieldLines)
     """
-    try Data(yaml.utf8).write(to: URL(fileURLWithPath: path))
+    try Data((yaml + "\n" + extra).utf8).write(to: URL(fileURLWithPath: path))
 }
 
 final class StopFlag: @unchecked Sendable {

@@ -36,7 +36,7 @@ final class CLIProcess {
     let err: String
     private var status: Int32?
 
-    init(_ args: [String], logs: String) throws {
+    init(_ args: [String], logs: String, environment: [String: String] = [:]) throws {
         out = logs + ".out"
         err = logs + ".err"
         var actions = posix_spawn_file_actions_t()
@@ -46,7 +46,7 @@ final class CLIProcess {
         posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         let argv = ([TestEnv.binary] + args).map { strdup($0) } + [nil]
-        let envp = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        let envp = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
         var child: pid_t = 0
         let rc = posix_spawn(&child, TestEnv.binary, &actions, nil, argv, envp)
@@ -159,29 +159,10 @@ final class ReplicationTests: XCTestCase {
         XCTAssertEqual(TestEnv.ciphertail(["keys", "init", "--key-vault", dir + "/keyvault", "--master-key-file", dir + "/master.key"]).status, 0)
         keySettings = KeySettings(keyVault: .file(dir + "/keyvault"), masterKeyFile: dir + "/master.key")
         pipe = dir + "/pipeline.yaml"
-        let yaml = """
-        name: repl-test
-        source:
-          uri: "\(TestEnv.uri)"
-          namespaces: [\(src!).*]
-        archive:
-          repo: \(dir!)/repo
-        encryption:
-          keyVault: \(dir!)/keyvault
-          masterKey: {provider: local, local: {keyFile: \(dir!)/master.key}}
-          rules:
-            - namespace: \(src!).users
-              subject: userId
-              fields:
-                - {path: ssn, algorithm: deterministic}
-                - {path: email, algorithm: deterministic}
-                - {path: name, algorithm: random}
-                - {path: address, algorithm: random}
-        replication:
-          uri: "\(t)"
-          checkpointNamespace: \(checkpointDB!).replication
-        """
-        try yaml.write(toFile: pipe, atomically: true, encoding: .utf8)
+        try writeUsersPipeline(pipe, database: src, dir: dir, vault: dir + "/keyvault", master: dir + "/master.key",
+                               ruleNamespace: "\(src!).users",
+                               fields: ["ssn": "deterministic", "email": "deterministic", "name": "random", "address": "random"],
+                               extra: "name: repl-test\nreplication: {uri: \"\(t)\", checkpointNamespace: \(checkpointDB!).replication}\n")
         let client = try TestEnv.client()
         try insert(client, Namespace(database: src, collection: "users"), (0..<200).map(Self.user))
         try insert(client, Namespace(database: src, collection: "orders"), (0..<50).map { ["_id": .int32(Int32($0)), "qty": .int32(1)] })
@@ -260,6 +241,16 @@ final class ReplicationTests: XCTestCase {
     /// Source and target, collection by collection: the same ids; in users the unprotected
     /// fields equal and every protected one ciphertext (subtype 6); no canary in any document of
     /// the target; decrypted with the pipeline's keys, the target equals the source byte for byte.
+    /// Stops the load, waits until the replica has applied its last write, and compares.
+    @discardableResult
+    func stopAndAssertCaughtUp(_ load: UserLoad, file: StaticString = #filePath, line: UInt = #line) throws -> ClusterTime {
+        load.stop()
+        let end = try operationTime(try TestEnv.client())
+        waitApplied(end, file: file, line: line)
+        try assertTargetMatchesSource(file: file, line: line)
+        return end
+    }
+
     func assertTargetMatchesSource(file: StaticString = #filePath, line: UInt = #line) throws {
         let source = try TestEnv.client(), dest = try TargetEnv.client()
         let names = try source.database(src).listCollections().compactMap { $0["name"]?.stringValue }.sorted()
@@ -309,11 +300,7 @@ final class ReplicationTests: XCTestCase {
         sleep(2)
         runTransactions()
         sleep(2)
-        load.stop()
-        let client = try TestEnv.client()
-        let end = try operationTime(client)
-        waitApplied(end)
-        try assertTargetMatchesSource()
+        let end = try stopAndAssertCaughtUp(load)
         XCTAssertGreaterThan(load.writes, 100)
         let cp = try XCTUnwrap(checkpoint())
         XCTAssertEqual(cp.phase, .following)
@@ -349,10 +336,7 @@ final class ReplicationTests: XCTestCase {
             replicate = try startReplicate()
         }
         sleep(1)
-        load.stop()
-        let end = try operationTime(try TestEnv.client())
-        waitApplied(end)
-        try assertTargetMatchesSource()
+        try stopAndAssertCaughtUp(load)
         XCTAssertEqual(replicate.terminate(), 0, replicate.stderr)
         XCTAssertEqual(tail.terminate(), 0)
         let log = ChangeLog(repository: try Repository(path: dir + "/repo"))
@@ -383,10 +367,7 @@ final class ReplicationTests: XCTestCase {
         XCTAssertEqual(start.status, 0, start.stderr)
         restarted = true
         sleep(1)
-        load.stop()
-        let end = try operationTime(try TestEnv.client())
-        waitApplied(end)
-        try assertTargetMatchesSource()
+        try stopAndAssertCaughtUp(load)
         XCTAssertEqual(replicate.terminate(), 0, replicate.stderr)
         let summary = try JSONDecoder().decode(ReplicationSummary.self, from: Data(replicate.stdout.utf8))
         XCTAssertGreaterThan(summary.retries, 0)

@@ -5,24 +5,17 @@ import Mongo
 import TestSupport
 import XCTest
 
-/// `ciphertail run` as its own process, its log in a file the test reads.
+/// `ciphertail run` as its own process (a `CLIProcess`), its log in a file the test reads.
 final class RunProcess {
-    let process = Process()
-    let log: String
+    let cli: CLIProcess
 
     init(_ pipeline: String, extra: [String] = [], environment: [String: String] = [:], log: String) throws {
-        self.log = log
-        FileManager.default.createFile(atPath: log, contents: nil)
-        process.executableURL = URL(fileURLWithPath: TestEnv.binary)
-        process.arguments = ["run", "--pipeline", pipeline, "--log-level", "info"] + extra
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle(forWritingAtPath: log)
-        try process.run()
+        cli = try CLIProcess(["run", "--pipeline", pipeline, "--log-level", "info"] + extra, logs: log, environment: environment)
     }
 
-    var pid: Int32 { process.processIdentifier }
-    var output: String { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }
+    var pid: Int32 { cli.pid }
+    var output: String { cli.stderr }
+    var isRunning: Bool { cli.isRunning }
 
     /// Waits until the log has `text` (or the process ends, or the time is up).
     @discardableResult
@@ -30,7 +23,7 @@ final class RunProcess {
         let end = Date().addingTimeInterval(timeout)
         while Date() < end {
             if output.contains(text) { return true }
-            if !process.isRunning { return output.contains(text) }
+            if !isRunning { return output.contains(text) }
             usleep(100_000)
         }
         return false
@@ -60,11 +53,7 @@ final class RunProcess {
         return try RawHTTP.get(port: port, "/healthz")
     }
 
-    func stop() -> Int32 {
-        if process.isRunning { kill(pid, SIGTERM) }
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
+    func stop() -> Int32 { cli.terminate() }
 }
 
 /// A pipeline file for `run` in a fresh folder (tail settings fast enough for tests).
@@ -137,8 +126,7 @@ final class RunTests: XCTestCase {
         let load = WriteLoad(ns)
         defer { load.stop() }
         usleep(1_500_000)
-        kill(a.pid, SIGKILL)
-        a.process.waitUntilExit()
+        a.cli.kill9()
         XCTAssertTrue(b.waitFor("lease taken", timeout: 30), b.output)
         lease = try XCTUnwrap(try leaseDocument(client, name))
         XCTAssertEqual(lease["pid"], .int32(b.pid))

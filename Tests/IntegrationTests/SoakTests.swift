@@ -54,7 +54,7 @@ final class SoakTests: XCTestCase {
         let target = try operationTime(writer)
         let expected = try TestEnv.documents(client, ns)
         try waitCovered(dir + "/repo", target)
-        XCTAssertTrue(run.process.isRunning, run.output)
+        XCTAssertTrue(run.isRunning, run.output)
         XCTAssertEqual(run.stop(), 0, run.output)
 
         // Events lost: none, or the restore to the last write would differ.
